@@ -1,0 +1,78 @@
+"""Assembles the ASGI application: fast path, routes, JSON errors, lifespan.
+
+The lifespan owns the service's background work (watchers, expiry) in one
+task, started before the first request and cancelled at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from podindex.api import errors, openapi, podwatcher
+from podindex.api.lookup import ASGIApp, LookupFastPath
+from podindex.api.metrics import CONTENT_TYPE, Metrics
+from podindex.logs import configure_logging
+from podindex.service import Service
+from podindex.settings import Settings
+
+log = logging.getLogger("podindex.api")
+
+
+def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
+    """The whole API for ``service``; ``run_background=False`` leaves watchers to the caller."""
+    metrics = Metrics(service)
+    openapi_body = msgspec.json.encode(openapi.document())
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    async def openapi_endpoint(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not run_background:
+            yield
+            return
+        if not service.clusters:
+            access = await service.resolve_access()
+            await service.add_cluster(service.settings.cluster_id, access)
+        task = asyncio.create_task(service.run(), name="podindex service")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = Starlette(
+        routes=[
+            *podwatcher.routes(service),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+        ],
+        exception_handlers={
+            errors.ApiProblem: errors.problem_handler,
+            HTTPException: errors.http_exception_handler,
+            Exception: errors.unexpected_handler,
+        },
+        lifespan=lifespan,
+    )
+    return LookupFastPath(app, service, metrics)
+
+
+def app_from_env() -> ASGIApp:
+    """Granian's factory target: settings come from ``PODINDEX_*`` variables."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(Service(settings))

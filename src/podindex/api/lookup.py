@@ -1,0 +1,93 @@
+"""``GET /pod?ip=``: the hot path, answered before the framework's routing.
+
+A reverse proxy asks this for every request it authorises, so the answer is
+one dict lookup that returns bytes the index encoded when the pod last
+changed. Only a miss pays for normalising the address (``::ffff:10.0.0.1``,
+zone ids, padding) and a second lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from podindex.addresses import normalise_ip
+from podindex.answers import error_body
+from podindex.api.metrics import Metrics
+from podindex.service import Service
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_MISSING = error_body("missing_parameter", "query parameter 'ip' is required")
+_NOT_READY = error_body(
+    "not_ready", "initial sync has not finished; no answer yet rather than a false 404"
+)
+
+
+def ip_parameter(query_string: bytes) -> str | None:
+    """The ``ip`` query parameter; the common ``ip=<addr>`` form skips the parser."""
+    if query_string.startswith(b"ip=") and b"&" not in query_string and b"%" not in query_string:
+        return query_string[3:].decode("latin-1")
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("ip")
+    return values[0] if values else None
+
+
+def answer_ip(service: Service, raw: str | None, now: float) -> tuple[int, bytes]:
+    """Status and body for a lookup of ``raw``; pure apart from reading the index."""
+    if not service.ready:
+        return 503, _NOT_READY
+    if raw is None or raw == "":
+        return 400, _MISSING
+    index = service.index
+    found = index.lookup_ip(raw, now)
+    if found is not None:
+        return found
+    canonical = normalise_ip(raw)
+    if canonical is None:
+        return 400, error_body("invalid_ip", f"{raw[:64]!r} is not an IPv4 or IPv6 address")
+    if canonical != raw:
+        found = index.lookup_ip(canonical, now)
+        if found is not None:
+            return found
+    return 404, error_body("not_found", f"no pod holds IP {canonical}")
+
+
+class LookupFastPath:
+    """ASGI middleware: serve ``GET|HEAD /pod`` directly, pass everything else on."""
+
+    def __init__(self, app: ASGIApp, service: Service, metrics: Metrics) -> None:
+        self.app = app
+        self.service = service
+        self.outcomes = metrics.lookup_outcome
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != "/pod"
+            or scope["method"]
+            not in (
+                "GET",
+                "HEAD",
+            )
+        ):
+            await self.app(scope, receive, send)
+            return
+        status, body = answer_ip(self.service, ip_parameter(scope["query_string"]), time.time())
+        self.outcomes[status].inc()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON, (b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": body if scope["method"] == "GET" else b""}
+        )

@@ -1,0 +1,88 @@
+"""Prometheus metrics: counters the API increments, and watcher stats read at scrape time.
+
+The watchers keep plain counters (:class:`podindex.kube.watcher.WatchStats`);
+a custom collector turns them into metric families when Prometheus scrapes,
+so the watch loop never touches prometheus_client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from podindex.service import Service
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServiceCollector(Collector):
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        index = self.service.index
+        pods = GaugeMetricFamily("podindex_pods", "Pods in the index", labels=["cluster"])
+        counts: dict[str, int] = {}
+        for key in index.pods:
+            counts[key[0]] = counts.get(key[0], 0) + 1
+        for cluster, count in sorted(counts.items()):
+            pods.add_metric([cluster], count)
+        yield pods
+        ips = GaugeMetricFamily("podindex_ips", "IP addresses with an answer (live, grace or node)")
+        ips.add_metric([], len(index.answers))
+        yield ips
+        labels = ["cluster", "resource"]
+        families = {
+            "events": CounterMetricFamily(
+                "podindex_watch_events", "Watch events applied", labels=labels
+            ),
+            "lists": CounterMetricFamily("podindex_watch_lists", "Completed LISTs", labels=labels),
+            "relists_410": CounterMetricFamily(
+                "podindex_watch_expired", "410 Gone answers (relists)", labels=labels
+            ),
+            "errors": CounterMetricFamily(
+                "podindex_watch_errors", "Failed list/watch attempts", labels=labels
+            ),
+            "stalls": CounterMetricFamily(
+                "podindex_watch_stalls", "Watch streams restarted for silence", labels=labels
+            ),
+        }
+        synced = GaugeMetricFamily(
+            "podindex_cluster_synced", "1 once the cluster's pods are listed", labels=["cluster"]
+        )
+        for cluster_id, sync in sorted(self.service.clusters.items()):
+            synced.add_metric([cluster_id], 1.0 if sync.ready else 0.0)
+            for resource, stats in sync.stats().items():
+                for attr, family in families.items():
+                    family.add_metric([cluster_id, resource], getattr(stats, attr))
+        yield from families.values()
+        yield synced
+
+
+class Metrics:
+    def __init__(self, service: Service) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServiceCollector(service))
+        self.lookups = Counter(
+            "podindex_lookups",
+            "IP lookups by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        # Children cached: labels() costs more than the increment itself.
+        self.lookup_outcome = {
+            status: self.lookups.labels(outcome)
+            for status, outcome in (
+                (200, "found"),
+                (400, "bad_request"),
+                (404, "not_found"),
+                (409, "ambiguous"),
+                (503, "not_ready"),
+            )
+        }
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,295 @@
+"""``podindex``: serve, lookup, demo, sim.
+
+Every ``serve`` flag is also a ``PODINDEX_<NAME>`` environment variable; a
+flag wins over the variable. ``serve`` hands the merged settings to granian's
+worker through the environment (see :mod:`podindex.settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from podindex import __version__
+from podindex.settings import Settings, SettingsError, env_name
+
+_SERVE_FLAGS: dict[str, str] = {
+    "listen": "HOST:PORT to listen on (default 127.0.0.1:8080)",
+    "kubeconfig": "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)",
+    "context": "kubeconfig context (default: the current context)",
+    "server": "API server URL, instead of a kubeconfig (with --token-file, --ca-file)",
+    "token_file": "bearer token file for --server (re-read when it changes)",
+    "ca_file": "CA bundle for --server",
+    "cluster_id": "id this cluster is reported under (default 'default')",
+    "namespace": "watch only this namespace (default: all)",
+    "selector": "watch only pods matching this label selector",
+    "grace_period": "seconds a deleted pod's IP keeps resolving as terminated (default 30)",
+    "stall_timeout": "seconds of watch silence before the stream is restarted (default 90)",
+    "page_size": "LIST chunk size (default 500)",
+    "log_level": "debug, info, warning or error (default info)",
+}
+
+
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    for name, help_text in _SERVE_FLAGS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"{help_text} [env {env_name(name)}]",
+        )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment first, flags over it."""
+    base = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    for f in fields(Settings):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name in ("grace_period", "stall_timeout"):
+            value = float(value)
+        elif f.name == "page_size":
+            value = int(value)
+        overrides[f.name] = value
+    settings = replace(base, **overrides)
+    settings.validate()
+    return settings
+
+
+def _serve(settings: Settings) -> int:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    os.environ.update(settings.to_env())
+    server = Server(
+        "podindex.api.app:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        factory=True,
+        log_access=False,
+        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+        websockets=True,
+    )
+    server.serve()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    print(
+        f"podindex {__version__}: serving on http://{settings.listen} "
+        f"(cluster '{settings.cluster_id}')",
+        file=sys.stderr,
+    )
+    return _serve(settings)
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    url = args.server.rstrip("/") + "/pod?" + urllib.parse.urlencode({"ip": args.ip})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except OSError as exc:
+        print(f"cannot reach podindex at {args.server}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        print(f"HTTP {status}: {body[:200]!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(describe_answer(status, answer))
+    return 0 if status == 200 else 1
+
+
+def describe_answer(status: int, answer: dict[str, Any]) -> str:
+    """A person's reading of a ``/pod`` answer."""
+    if status == 200 and answer.get("state") == "node":
+        pods = ", ".join(f"{p['namespace']}/{p['name']}" for p in answer.get("pods", []))
+        return (
+            f"{answer['ip']} is node {answer['node_name']} (cluster {answer['cluster']}), "
+            f"used by hostNetwork pods: {pods}"
+        )
+    if status == 200:
+        lines = [
+            f"{answer['namespace']}/{answer['name']}  ({answer['state']}, {answer['phase'] or 'no phase'})",
+            f"  cluster   {answer['cluster']}",
+            f"  uid       {answer['uid']}",
+            f"  ips       {', '.join(answer['pod_ips'])}",
+            f"  node      {answer['node_name'] or '-'}",
+            f"  identity  {answer['identity']} ({answer['identity_source']})",
+        ]
+        if answer.get("workload"):
+            lines.append(f"  workload  {answer['workload']['kind']}/{answer['workload']['name']}")
+        if answer.get("released_at"):
+            lines.append(f"  released  {answer['released_at']}")
+        return "\n".join(lines)
+    if status == 409:
+        clusters = ", ".join(m["cluster"] for m in answer.get("matches", []))
+        return f"{answer.get('ip')}: ambiguous, held in clusters {clusters}"
+    return f"{answer.get('error', 'error')}: {answer.get('message', '')} (HTTP {status})"
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from podindex.sim.run import run_simulator
+
+    return asyncio.run(
+        run_simulator(
+            host=args.host,
+            port=args.port,
+            pods=args.pods,
+            churn_rate=args.churn_rate,
+            token_file=args.token_file,
+            seed=args.seed,
+            ready_file=args.ready_file,
+        )
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The emulator with churn in a child process, and the service against it."""
+    settings = settings_from(args)
+    workdir = Path(tempfile.mkdtemp(prefix="podindex-demo-"))
+    token_file = workdir / "token"
+    token_file.write_text(os.urandom(16).hex())
+    token_file.chmod(0o600)
+    ready_file = workdir / "sim-url"
+    simulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "podindex",
+            "sim",
+            "--port",
+            "0",
+            "--pods",
+            str(args.pods),
+            "--churn-rate",
+            str(args.churn_rate),
+            "--token-file",
+            str(token_file),
+            "--ready-file",
+            str(ready_file),
+        ],
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready_file.exists() or not ready_file.read_text().strip():
+            if simulator.poll() is not None or time.monotonic() > deadline:
+                print("the Kubernetes emulator did not start", file=sys.stderr)
+                return 2
+            time.sleep(0.05)
+        sim_url = ready_file.read_text().strip()
+        print(
+            f"podindex demo: emulated cluster at {sim_url} with {args.pods} pods and churn "
+            f"({args.churn_rate}/s); try: podindex lookup <ip> --server http://{settings.listen}",
+            file=sys.stderr,
+        )
+        demo_settings = replace(
+            settings,
+            server=sim_url,
+            token_file=str(token_file),
+            kubeconfig=None,
+            context=None,
+            cluster_id=settings.cluster_id,
+        )
+        return _serve(demo_settings)
+    finally:
+        simulator.send_signal(signal.SIGTERM)
+        try:
+            simulator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            simulator.kill()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The Quick start: a real cluster when one is configured, the demo otherwise."""
+    from podindex.kube.config import kubeconfig_path
+
+    settings = settings_from(args)
+    if settings.server or kubeconfig_path(settings.kubeconfig) or os.environ.get(
+        "KUBERNETES_SERVICE_HOST"
+    ):
+        print("podindex: a cluster is configured; watching it", file=sys.stderr)
+        return cmd_serve(args)
+    print("podindex: no cluster configured (no kubeconfig); running the demo", file=sys.stderr)
+    return cmd_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podindex", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"podindex {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="watch the cluster and serve the API")
+    _add_serve_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    run = commands.add_parser(
+        "run", help="serve the configured cluster, or the demo when there is none"
+    )
+    _add_serve_flags(run)
+    run.add_argument("--pods", type=int, default=2000, help="demo: pods to create")
+    run.add_argument("--churn-rate", type=float, default=20.0, help="demo: changes per second")
+    run.set_defaults(func=cmd_run)
+
+    demo = commands.add_parser("demo", help="serve against a built-in emulated cluster with churn")
+    _add_serve_flags(demo)
+    demo.add_argument("--pods", type=int, default=2000, help="pods to create")
+    demo.add_argument("--churn-rate", type=float, default=20.0, help="changes per second")
+    demo.set_defaults(func=cmd_demo)
+
+    lookup = commands.add_parser("lookup", help="ask a running podindex who holds an IP")
+    lookup.add_argument("ip")
+    lookup.add_argument("--server", default="http://127.0.0.1:8080", help="podindex URL")
+    lookup.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    lookup.set_defaults(func=cmd_lookup)
+
+    sim = commands.add_parser("sim", help="run the Kubernetes API emulator alone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=0)
+    sim.add_argument("--pods", type=int, default=2000)
+    sim.add_argument("--churn-rate", type=float, default=20.0)
+    sim.add_argument("--token-file", default=None)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--ready-file", default=None, help="write the emulator's URL here once up")
+    sim.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        parser.exit(2, f"podindex: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

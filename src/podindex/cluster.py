@@ -1,0 +1,157 @@
+"""One cluster's watchers, feeding the index.
+
+Three watchers per cluster: ReplicaSets and Jobs (metadata only, for the owner
+walk) and pods. The owner lists are awaited (briefly) before pods are listed,
+so the first pass already names Deployments and CronJobs; an owner that
+arrives later still re-labels its pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from podindex.identity import controller_of
+from podindex.index import Index
+from podindex.kube.client import JOBS, PODS, REPLICASETS, KubeClient
+from podindex.kube.watcher import EventType, Watcher, WatchStats
+from podindex.model import (
+    OwnerRecord,
+    PartialObjectMetadata,
+    PartialObjectMetadataList,
+    Pod,
+    PodList,
+)
+
+log = logging.getLogger("podindex.cluster")
+
+
+class PodSink:
+    def __init__(self, index: Index, cluster: str, clock: Callable[[], float]) -> None:
+        self.index = index
+        self.cluster = cluster
+        self.clock = clock
+
+    def replace(self, items: list[Pod]) -> None:
+        self.index.replace_pods(self.cluster, items, self.clock())
+
+    def apply(self, event_type: EventType, item: Pod) -> None:
+        if event_type == "DELETED":
+            self.index.delete_pod(self.cluster, item, self.clock())
+        else:
+            self.index.upsert_pod(self.cluster, item, self.clock())
+
+
+class OwnerSink:
+    def __init__(self, index: Index, cluster: str, kind: Literal["ReplicaSet", "Job"]) -> None:
+        self.index = index
+        self.cluster = cluster
+        self.kind: Literal["ReplicaSet", "Job"] = kind
+
+    def _record(self, item: PartialObjectMetadata) -> OwnerRecord:
+        meta = item.metadata
+        return OwnerRecord(
+            cluster=self.cluster,
+            kind=self.kind,
+            namespace=meta.namespace,
+            name=meta.name,
+            uid=meta.uid,
+            owner=controller_of(meta),
+        )
+
+    def replace(self, items: list[PartialObjectMetadata]) -> None:
+        self.index.replace_owners(self.cluster, self.kind, [self._record(i) for i in items])
+
+    def apply(self, event_type: EventType, item: PartialObjectMetadata) -> None:
+        if event_type == "DELETED":
+            self.index.delete_owner(self.cluster, item.metadata.uid)
+        else:
+            self.index.upsert_owner(self._record(item))
+
+
+@dataclass
+class WatchOptions:
+    namespace: str | None = None
+    label_selector: str | None = None
+    page_size: int = 500
+    stall_timeout: float = 90.0
+    owner_wait: float = 10.0
+
+
+class ClusterSync:
+    """Runs the watchers of one cluster until cancelled."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        client: KubeClient,
+        index: Index,
+        options: WatchOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.client = client
+        self.options = options or WatchOptions()
+        opts = self.options
+        common = {
+            "namespace": opts.namespace,
+            "page_size": opts.page_size,
+            "stall_timeout": opts.stall_timeout,
+        }
+        self.pods: Watcher[Pod] = Watcher(
+            client,
+            PODS,
+            Pod,
+            PodList,
+            PodSink(index, cluster_id, clock),
+            label_selector=opts.label_selector,
+            **common,  # type: ignore[arg-type]
+        )
+        self.replicasets: Watcher[PartialObjectMetadata] = Watcher(
+            client,
+            REPLICASETS,
+            PartialObjectMetadata,
+            PartialObjectMetadataList,
+            OwnerSink(index, cluster_id, "ReplicaSet"),
+            **common,  # type: ignore[arg-type]
+        )
+        self.jobs: Watcher[PartialObjectMetadata] = Watcher(
+            client,
+            JOBS,
+            PartialObjectMetadata,
+            PartialObjectMetadataList,
+            OwnerSink(index, cluster_id, "Job"),
+            **common,  # type: ignore[arg-type]
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Pods have been listed once: lookups answer for this cluster."""
+        return self.pods.synced.is_set()
+
+    def stats(self) -> dict[str, WatchStats]:
+        return {
+            "pods": self.pods.stats,
+            "replicasets": self.replicasets.stats,
+            "jobs": self.jobs.stats,
+        }
+
+    async def run(self) -> None:
+        log.info("cluster %s: syncing from %s", self.cluster_id, self.client.access.source)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.replicasets.run(), name=f"{self.cluster_id}/replicasets")
+            group.create_task(self.jobs.run(), name=f"{self.cluster_id}/jobs")
+            owners_synced = asyncio.gather(self.replicasets.synced.wait(), self.jobs.synced.wait())
+            try:
+                await asyncio.wait_for(owners_synced, self.options.owner_wait)
+            except TimeoutError:
+                log.warning(
+                    "cluster %s: owners not listed after %.0fs; pods first, identities refine later",
+                    self.cluster_id,
+                    self.options.owner_wait,
+                )
+            group.create_task(self.pods.run(), name=f"{self.cluster_id}/pods")

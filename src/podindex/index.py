@@ -1,0 +1,558 @@
+"""The in-memory pod index: every pod of every cluster, and who holds each IP.
+
+State changes only through the ``apply``-style methods below, each a pure
+function of the index's state and its arguments (the time is passed in; there
+is no I/O and no clock). The API reads the lookup tables directly.
+
+The rules (DESIGN.md, "Semantics that matter"):
+
+* A pod is keyed by ``(cluster, uid)``; a name is not an identity.
+* A pod holds its ``status.podIPs`` only while it is Pending or Running and
+  not ``hostNetwork``. Succeeded/Failed pods keep ``podIP`` in their status,
+  but the address is free for reuse, so they hold nothing.
+* When several live pods of one cluster claim an IP (a missed delete, a late
+  event), the newest wins: later ``creationTimestamp``, then the one seen
+  first... last. Older claimants never displace it, whatever order events
+  arrive in. Claimants in two clusters make the IP ambiguous (409).
+* Events for a deleted uid are ignored (uids are never reused), and an event
+  whose integer resourceVersion is not newer than the one held is a replay.
+  A relist (:meth:`Index.replace_pods`) is the truth and bypasses both.
+* When the pod that held an IP stops holding it (deleted, terminal phase,
+  address gone) the IP resolves to that pod, ``state: terminated``, for
+  ``grace_seconds`` unless another pod claims it.
+* hostNetwork pods share their node's IP: an IP held only by them answers as
+  the node, naming its pods, never as one of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Final, TypeVar
+
+import msgspec
+
+from podindex import answers
+from podindex.addresses import normalise_ip
+from podindex.identity import controller_of, resolve_workload
+from podindex.model import OwnerRecord, Pod, PodKey, Workload
+from podindex.selectors import Selector
+
+HOLDING_PHASES: Final = frozenset({"Pending", "Running", ""})
+TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
+NEVER: Final = math.inf
+
+_K = TypeVar("_K")
+
+NameKey = tuple[str, str, str]
+"""(cluster, namespace, name)"""
+
+WorkloadKey = tuple[str, str, str, str]
+"""(cluster, namespace, kind, name)"""
+
+Answer = tuple[int, bytes, float]
+"""(HTTP status, body, valid until): what ``GET /pod?ip=`` returns."""
+
+
+class PodRecord(msgspec.Struct, gc=False):
+    key: PodKey
+    pod: Pod
+    ips: tuple[str, ...]
+    """Canonical IPs this pod holds now; empty when it holds none."""
+    host_ip: str
+    """The node IP, for a non-terminal hostNetwork pod (else empty)."""
+    workload: Workload
+    body: bytes
+    seq: int
+    source: str
+
+    @property
+    def cluster(self) -> str:
+        return self.key[0]
+
+    @property
+    def namespace(self) -> str:
+        return self.pod.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.pod.metadata.name
+
+    @property
+    def node(self) -> str:
+        return self.pod.spec.nodeName
+
+    def rank(self) -> tuple[str, int]:
+        """Newer pods rank higher: creation time, then first-seen order."""
+        return (self.pod.metadata.creationTimestamp or "", self.seq)
+
+
+class Release(msgspec.Struct, gc=False):
+    """An IP whose holder let go of it within the grace period."""
+
+    record: PodRecord
+    deadline: float
+    body: bytes
+
+
+def held_ips(pod: Pod) -> tuple[str, ...]:
+    """The canonical IPs a pod holds, by the rules in the module docstring."""
+    if pod.spec.hostNetwork or pod.status.phase not in HOLDING_PHASES:
+        return ()
+    status = pod.status
+    raw = [p.ip for p in status.podIPs] if status.podIPs else [status.podIP]
+    ips: list[str] = []
+    for text in raw:
+        ip = normalise_ip(text) if text else None
+        if ip is not None and ip not in ips:
+            ips.append(ip)
+    return tuple(ips)
+
+
+def host_network_ip(pod: Pod) -> str:
+    if not pod.spec.hostNetwork or pod.status.phase in TERMINAL_PHASES:
+        return ""
+    return normalise_ip(pod.status.hostIP or pod.status.podIP or "") or ""
+
+
+def _rv(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+class Index:
+    """Pods of all clusters with lookups by IP, name, node, namespace, labels and workload."""
+
+    def __init__(self, grace_seconds: float = 30.0, dead_uid_ttl: float = 3600.0) -> None:
+        self.grace_seconds = grace_seconds
+        self.dead_uid_ttl = dead_uid_ttl
+        self.pods: dict[PodKey, PodRecord] = {}
+        self.answers: dict[str, Answer] = {}
+        """Canonical IP -> encoded answer. The hot path reads only this."""
+        self.owners: dict[str, dict[str, OwnerRecord]] = {}
+        self._seq = 0
+        self._ip_claims: dict[str, PodKey | set[PodKey]] = {}
+        self._released: dict[str, Release] = {}
+        self._release_queue: deque[tuple[float, str]] = deque()
+        self._host_ips: dict[str, set[PodKey]] = {}
+        self._names: dict[NameKey, PodKey | set[PodKey]] = {}
+        self._by_namespace: dict[str, set[PodKey]] = {}
+        self._by_node: dict[str, set[PodKey]] = {}
+        self._by_label: dict[tuple[str, str], set[PodKey]] = {}
+        self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
+        self._by_owner_uid: dict[tuple[str, str], set[PodKey]] = {}
+        self._dead: dict[PodKey, float] = {}
+        self._dead_queue: deque[tuple[float, PodKey]] = deque()
+
+    # --- applying events ----------------------------------------------------
+
+    def upsert_pod(self, cluster: str, pod: Pod, now: float, *, source: str = "watch") -> bool:
+        """Apply an ADDED/MODIFIED pod. Returns False when ignored as stale."""
+        key = (cluster, pod.metadata.uid)
+        old = self.pods.get(key)
+        if old is not None:
+            new_rv = _rv(pod.metadata.resourceVersion)
+            old_rv = _rv(old.pod.metadata.resourceVersion)
+            if new_rv is not None and old_rv is not None and new_rv <= old_rv:
+                return False
+        self._store(key, pod, old, now, source)
+        return True
+
+    def delete_pod(self, cluster: str, pod: Pod, now: float) -> bool:
+        """Apply a DELETED pod: by uid, so a deleted pod never removes its successor."""
+        key = (cluster, pod.metadata.uid)
+        old = self.pods.get(key)
+        if old is None:
+            self._mark_dead(key, now)
+            return False
+        self._remove(old, now, final_pod=pod)
+        self._mark_dead(key, now)
+        return True
+
+    def replace_pods(self, cluster: str, pods: Iterable[Pod], now: float) -> None:
+        """Reconcile a cluster with a fresh LIST: the list is the truth.
+
+        Pods absent from the list are deleted (their IPs enter the grace
+        period); listed pods are stored even if their resourceVersion is
+        lower than the one held (an API server restored with a new history).
+        """
+        listed: dict[PodKey, Pod] = {}
+        for pod in pods:
+            key = (cluster, pod.metadata.uid)
+            listed[key] = pod
+            self._dead.pop(key, None)
+        # New pods first, in list order (their first-seen order). Then the pods
+        # already known, listed or vanished, from the oldest to the newest: where
+        # several claimed one IP, its holder is the last to give it up, so the
+        # grace period shows the holder, not a stale claimant that never had it.
+        known = sorted(
+            (
+                r
+                for k, r in self.pods.items()
+                if k[0] == cluster and (k in listed or r.source == "watch")
+            ),
+            key=PodRecord.rank,
+        )
+        for key, pod in listed.items():
+            if key not in self.pods:
+                self._store(key, pod, None, now, "watch")
+        for record in known:
+            key = record.key
+            if key in listed:
+                self._store(key, listed[key], record, now, record.source)
+            else:
+                self._remove(record, now, final_pod=record.pod)
+                self._mark_dead(key, now)
+
+    def upsert_owner(self, owner: OwnerRecord) -> None:
+        self.owners.setdefault(owner.cluster, {})[owner.uid] = owner
+        self._refresh_owned(owner.cluster, owner.uid)
+
+    def delete_owner(self, cluster: str, uid: str) -> None:
+        if self.owners.get(cluster, {}).pop(uid, None) is not None:
+            self._refresh_owned(cluster, uid)
+
+    def replace_owners(self, cluster: str, kind: str, owners: Iterable[OwnerRecord]) -> None:
+        """Reconcile ReplicaSets or Jobs of a cluster with a fresh LIST."""
+        table = self.owners.setdefault(cluster, {})
+        fresh = {o.uid: o for o in owners}
+        changed = [u for u, o in table.items() if o.kind == kind and fresh.get(u) != o]
+        changed += [u for u, o in fresh.items() if table.get(u) != o]
+        for uid in [u for u, o in table.items() if o.kind == kind]:
+            del table[uid]
+        table.update(fresh)
+        for uid in set(changed):
+            self._refresh_owned(cluster, uid)
+
+    def forget_cluster(self, cluster: str, now: float) -> None:
+        """Drop every pod of a cluster (its integration was removed)."""
+        for key in [k for k in self.pods if k[0] == cluster]:
+            self._remove(self.pods[key], now, final_pod=self.pods[key].pod, release=False)
+        for ip in [ip for ip, r in self._released.items() if r.record.key[0] == cluster]:
+            del self._released[ip]
+            self._refresh_ip(ip, now)
+        self.owners.pop(cluster, None)
+
+    def expire(self, now: float) -> None:
+        """Drop grace-period entries and dead-uid memories whose time has passed."""
+        queue = self._release_queue
+        while queue and queue[0][0] <= now:
+            _, ip = queue.popleft()
+            release = self._released.get(ip)
+            if release is not None and release.deadline <= now:
+                del self._released[ip]
+                self._refresh_ip(ip, now)
+        dead_queue = self._dead_queue
+        while dead_queue and dead_queue[0][0] <= now:
+            _, key = dead_queue.popleft()
+            expiry = self._dead.get(key)
+            if expiry is not None and expiry <= now:
+                del self._dead[key]
+
+    # --- lookups ------------------------------------------------------------
+
+    def lookup_ip(self, ip: str, now: float) -> tuple[int, bytes] | None:
+        """The answer for a canonical IP, or None when no pod holds or recently held it."""
+        found = self.answers.get(ip)
+        if found is None or found[2] <= now:
+            return None
+        return found[0], found[1]
+
+    def holder(self, cluster: str, ip: str) -> PodRecord | None:
+        """The pod of ``cluster`` that holds ``ip`` now, if any."""
+        winners = self._winners(ip)
+        return winners.get(cluster)
+
+    def get(self, cluster: str, uid: str) -> PodRecord | None:
+        return self.pods.get((cluster, uid))
+
+    def by_name(self, cluster: str, namespace: str, name: str) -> PodRecord | None:
+        claims = self._names.get((cluster, namespace, name))
+        if claims is None:
+            return None
+        if isinstance(claims, tuple):
+            return self.pods[claims]
+        return max((self.pods[k] for k in claims), key=PodRecord.rank)
+
+    def select(
+        self,
+        *,
+        cluster: str | None = None,
+        namespace: str | None = None,
+        node: str | None = None,
+        selector: Selector | None = None,
+        workload: WorkloadKey | None = None,
+    ) -> list[PodRecord]:
+        """Pods matching every given filter, ordered by (namespace, name, cluster)."""
+        candidates: list[set[PodKey]] = []
+        if namespace is not None:
+            candidates.append(self._by_namespace.get(namespace, set()))
+        if node is not None:
+            candidates.append(self._by_node.get(node, set()))
+        if workload is not None:
+            candidates.append(self._by_workload.get(workload, set()))
+        if selector is not None:
+            candidates.extend(self._by_label.get(pair, set()) for pair in selector.equalities())
+        keys: Iterable[PodKey]
+        if candidates:
+            smallest = min(candidates, key=len)
+            keys = [k for k in smallest if all(k in c for c in candidates if c is not smallest)]
+        else:
+            keys = self.pods
+        records = (self.pods[k] for k in keys)
+        found = [
+            r
+            for r in records
+            if (cluster is None or r.key[0] == cluster)
+            and (selector is None or selector.matches(r.pod.metadata.labels))
+        ]
+        found.sort(key=lambda r: (r.namespace, r.name, r.key[0]))
+        return found
+
+    def clusters(self) -> set[str]:
+        return {k[0] for k in self.pods}
+
+    def __len__(self) -> int:
+        return len(self.pods)
+
+    def __iter__(self) -> Iterator[PodRecord]:
+        return iter(self.pods.values())
+
+    # --- internals ----------------------------------------------------------
+
+    def _make_record(self, key: PodKey, pod: Pod, seq: int, source: str) -> PodRecord:
+        workload = resolve_workload(pod.metadata, self.owners.get(key[0], {}))
+        ips = held_ips(pod)
+        body = answers.pod_answer(key[0], pod, list(ips), workload, source=source)
+        return PodRecord(
+            key=key,
+            pod=pod,
+            ips=ips,
+            host_ip=host_network_ip(pod),
+            workload=workload,
+            body=body,
+            seq=seq,
+            source=source,
+        )
+
+    def _store(self, key: PodKey, pod: Pod, old: PodRecord | None, now: float, source: str) -> None:
+        if old is None:
+            self._seq += 1
+            seq = self._seq
+        else:
+            seq = old.seq
+        record = self._make_record(key, pod, seq, source)
+        if old is not None:
+            self._unlink(old, record, now)
+        self.pods[key] = record
+        self._link(record, old)
+
+    def _link(self, record: PodRecord, old: PodRecord | None) -> None:
+        key = record.key
+        cluster = key[0]
+        meta = record.pod.metadata
+        old_meta = old.pod.metadata if old is not None else None
+        if old_meta is None or old_meta.name != meta.name or old_meta.namespace != meta.namespace:
+            _claim(self._names, (cluster, meta.namespace, meta.name), key)
+            self._by_namespace.setdefault(meta.namespace, set()).add(key)
+        if old is None or old.node != record.node:
+            self._by_node.setdefault(record.node, set()).add(key)
+        old_labels = old_meta.labels if old_meta is not None else {}
+        for pair in meta.labels.items():
+            if old_labels.get(pair[0]) != pair[1]:
+                self._by_label.setdefault(pair, set()).add(key)
+        wkey = self._workload_key(record)
+        if old is None or self._workload_key(old) != wkey:
+            self._by_workload.setdefault(wkey, set()).add(key)
+        ref = controller_of(meta)
+        old_ref = controller_of(old_meta) if old_meta is not None else None
+        if ref is not None and (old_ref is None or old_ref.uid != ref.uid):
+            self._by_owner_uid.setdefault((cluster, ref.uid), set()).add(key)
+        old_ips = old.ips if old is not None else ()
+        for ip in record.ips:
+            if ip not in old_ips:
+                _claim(self._ip_claims, ip, key)
+        if record.host_ip and (old is None or old.host_ip != record.host_ip):
+            self._host_ips.setdefault(record.host_ip, set()).add(key)
+        # Every IP this pod touches may answer differently now (its body changed).
+        for ip in {*record.ips, *old_ips, record.host_ip} - {""}:
+            self._refresh_ip(ip, None)
+
+    def _unlink(
+        self,
+        old: PodRecord,
+        new: PodRecord | None,
+        now: float,
+        *,
+        released_as: PodRecord | None = None,
+    ) -> None:
+        """Remove ``old``'s entries that ``new`` (None: nothing) no longer has.
+
+        An IP that ``old`` held and gives up enters the grace period, shown as
+        ``new`` (still indexed) or ``released_as`` (deleted); neither: no grace.
+        """
+        key = old.key
+        cluster = key[0]
+        meta = old.pod.metadata
+        new_meta = new.pod.metadata if new is not None else None
+        if new_meta is None or new_meta.name != meta.name or new_meta.namespace != meta.namespace:
+            _unclaim(self._names, (cluster, meta.namespace, meta.name), key)
+            _discard(self._by_namespace, meta.namespace, key)
+        if new is None or new.node != old.node:
+            _discard(self._by_node, old.node, key)
+        new_labels = new_meta.labels if new_meta is not None else {}
+        for pair in meta.labels.items():
+            if new_labels.get(pair[0]) != pair[1]:
+                _discard(self._by_label, pair, key)
+        wkey = self._workload_key(old)
+        if new is None or self._workload_key(new) != wkey:
+            _discard(self._by_workload, wkey, key)
+        ref = controller_of(meta)
+        new_ref = controller_of(new_meta) if new_meta is not None else None
+        if ref is not None and (new_ref is None or new_ref.uid != ref.uid):
+            _discard(self._by_owner_uid, (cluster, ref.uid), key)
+        new_ips = new.ips if new is not None else ()
+        for ip in old.ips:
+            if ip not in new_ips:
+                was_holder = self._winners(ip).get(cluster) is old
+                _unclaim(self._ip_claims, ip, key)
+                shown = new if new is not None else released_as
+                if was_holder and shown is not None:
+                    self._release(ip, shown, old.ips, now)
+                self._refresh_ip(ip, now)
+        if old.host_ip and (new is None or new.host_ip != old.host_ip):
+            _discard(self._host_ips, old.host_ip, key)
+            self._refresh_ip(old.host_ip, now)
+
+    def _remove(
+        self, record: PodRecord, now: float, *, final_pod: Pod, release: bool = True
+    ) -> None:
+        """Drop a pod; with ``release`` its IPs enter the grace period showing ``final_pod``."""
+        final = (
+            self._make_record(record.key, final_pod, record.seq, record.source) if release else None
+        )
+        self._unlink(record, None, now, released_as=final)
+        del self.pods[record.key]
+
+    def _mark_dead(self, key: PodKey, now: float) -> None:
+        expiry = now + self.dead_uid_ttl
+        self._dead[key] = expiry
+        self._dead_queue.append((expiry, key))
+
+    def _release(self, ip: str, record: PodRecord, held: tuple[str, ...], now: float) -> None:
+        deadline = now + self.grace_seconds
+        body = answers.pod_answer(
+            record.key[0],
+            record.pod,
+            list(held),
+            record.workload,
+            source=record.source,
+            released_at=answers.rfc3339(now),
+        )
+        self._released[ip] = Release(record=record, deadline=deadline, body=body)
+        self._release_queue.append((deadline, ip))
+
+    def _winners(self, ip: str) -> dict[str, PodRecord]:
+        """The holding pod of ``ip`` in each cluster that has a claimant."""
+        claims = self._ip_claims.get(ip)
+        if claims is None:
+            return {}
+        if isinstance(claims, tuple):
+            record = self.pods[claims]
+            return {claims[0]: record}
+        winners: dict[str, PodRecord] = {}
+        for key in claims:
+            record = self.pods[key]
+            best = winners.get(key[0])
+            if best is None or record.rank() > best.rank():
+                winners[key[0]] = record
+        return winners
+
+    def _refresh_ip(self, ip: str, now: float | None) -> None:
+        """Recompute the encoded answer for one IP from the claim tables."""
+        winners = self._winners(ip)
+        if len(winners) == 1:
+            (record,) = winners.values()
+            self.answers[ip] = (200, record.body, NEVER)
+            return
+        if winners:
+            bodies = [winners[c].body for c in sorted(winners)]
+            self.answers[ip] = (409, answers.ambiguous_answer(ip, bodies), NEVER)
+            return
+        release = self._released.get(ip)
+        if release is not None and (now is None or release.deadline > now):
+            self.answers[ip] = (200, release.body, release.deadline)
+            return
+        hosts = self._host_ips.get(ip)
+        if hosts:
+            status, body = self._node_body(ip, hosts)
+            self.answers[ip] = (status, body, NEVER)
+            return
+        self.answers.pop(ip, None)
+
+    def _node_body(self, ip: str, hosts: set[PodKey]) -> tuple[int, bytes]:
+        """The node answer; 409 like any IP in use in two clusters (overlapping node CIDRs)."""
+        records = sorted((self.pods[k] for k in hosts), key=lambda r: (r.namespace, r.name))
+        clusters = sorted({r.key[0] for r in records})
+        if len(clusters) > 1:
+            per_cluster = [
+                answers.node_answer(
+                    ip, c, *self._node_of(ip, [r for r in records if r.key[0] == c])
+                )
+                for c in clusters
+            ]
+            return 409, answers.ambiguous_answer(ip, per_cluster)
+        return 200, answers.node_answer(ip, clusters[0], *self._node_of(ip, records))
+
+    @staticmethod
+    def _node_of(ip: str, records: list[PodRecord]) -> tuple[str, list[answers.PodRef]]:
+        node = records[0].node if records else ""
+        refs = [answers.PodRef(r.key[0], r.namespace, r.name, r.key[1]) for r in records]
+        return node, refs
+
+    @staticmethod
+    def _workload_key(record: PodRecord) -> WorkloadKey:
+        w = record.workload
+        return (record.key[0], record.namespace, w.kind, w.name)
+
+    def _refresh_owned(self, cluster: str, owner_uid: str) -> None:
+        for key in list(self._by_owner_uid.get((cluster, owner_uid), ())):
+            record = self.pods[key]
+            workload = resolve_workload(record.pod.metadata, self.owners.get(cluster, {}))
+            if workload != record.workload:
+                refreshed = self._make_record(key, record.pod, record.seq, record.source)
+                self._unlink(record, refreshed, 0.0)
+                self.pods[key] = refreshed
+                self._link(refreshed, record)
+
+
+def _claim(table: dict[_K, PodKey | set[PodKey]], k: _K, key: PodKey) -> None:
+    current = table.get(k)
+    if current is None:
+        table[k] = key
+    elif isinstance(current, tuple):
+        if current != key:
+            table[k] = {current, key}
+    else:
+        current.add(key)
+
+
+def _unclaim(table: dict[_K, PodKey | set[PodKey]], k: _K, key: PodKey) -> None:
+    current = table.get(k)
+    if current is None:
+        return
+    if isinstance(current, tuple):
+        if current == key:
+            del table[k]
+        return
+    current.discard(key)
+    if len(current) == 1:
+        table[k] = next(iter(current))
+
+
+def _discard(table: dict[_K, set[PodKey]], k: _K, key: PodKey) -> None:
+    members = table.get(k)
+    if members is not None:
+        members.discard(key)
+        if not members:
+            del table[k]

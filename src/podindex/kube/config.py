@@ -1,0 +1,216 @@
+"""Where a cluster is and how to authenticate to it.
+
+Three sources, as operators expect: a kubeconfig (``KUBECONFIG``,
+``--kubeconfig``, ``--context``; exec plugins, OIDC, client certificates and
+tokens through kubernetes_asyncio's loader), the in-cluster service account
+(its projected token re-read when the kubelet rotates it), and an explicit
+endpoint + CA + bearer token. The result is a :class:`ClusterAccess`: a base
+URL, an SSL context, and a :class:`Credentials` that yields the Authorization
+header and can be refreshed after a 401.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from podindex.kube.errors import ConfigError
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class Credentials(Protocol):
+    async def authorization(self) -> str | None:
+        """The Authorization header value, or None (client certificates only)."""
+
+    async def refresh(self) -> None:
+        """Called after a 401: fetch a fresh credential if the source can."""
+
+
+@dataclass
+class StaticToken:
+    token: str | None
+
+    async def authorization(self) -> str | None:
+        return f"Bearer {self.token}" if self.token else None
+
+    async def refresh(self) -> None:
+        return None
+
+    def __repr__(self) -> str:  # never show the token
+        return "StaticToken(****)"
+
+
+@dataclass
+class TokenFile:
+    """A projected service-account token: re-read whenever the file changes."""
+
+    path: Path
+    _token: str = field(default="", repr=False)
+    _stamp: tuple[int, int] = (0, 0)
+
+    def _read_if_changed(self) -> None:
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file {self.path}: {exc}") from exc
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp != self._stamp:
+            self._token = self.path.read_text().strip()
+            self._stamp = stamp
+
+    async def authorization(self) -> str | None:
+        self._read_if_changed()
+        return f"Bearer {self._token}" if self._token else None
+
+    async def refresh(self) -> None:
+        self._stamp = (0, 0)
+
+
+@dataclass
+class ClusterAccess:
+    """Everything needed to open connections to one API server."""
+
+    server: str
+    ssl_context: ssl.SSLContext | None
+    credentials: Credentials
+    source: str
+    """Human description for logs (never includes secrets)."""
+
+    def __post_init__(self) -> None:
+        self.server = self.server.rstrip("/")
+
+
+def _ssl_context(
+    ca_file: str | None = None,
+    ca_data: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    verify: bool = True,
+    server_name: str | None = None,
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file, cadata=ca_data)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    del server_name  # aiohttp takes server_hostname per request; kept for parity
+    return context
+
+
+def explicit_access(
+    server: str,
+    *,
+    token: str | None = None,
+    token_file: str | None = None,
+    ca_file: str | None = None,
+    ca_pem: str | None = None,
+) -> ClusterAccess:
+    """An API server given by endpoint, CA and bearer token (a file is re-read on change)."""
+    if not server.startswith(("https://", "http://")):
+        raise ConfigError(f"API server URL must start with https:// (got {server!r})")
+    context = None
+    if server.startswith("https://"):
+        context = _ssl_context(ca_file=ca_file, ca_data=ca_pem)
+    credentials: Credentials = TokenFile(Path(token_file)) if token_file else StaticToken(token)
+    return ClusterAccess(server, context, credentials, source=f"explicit {server}")
+
+
+def in_cluster_access(directory: Path = SERVICE_ACCOUNT_DIR) -> ClusterAccess:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        raise ConfigError("not running in a cluster (KUBERNETES_SERVICE_HOST unset)")
+    token_path = directory / "token"
+    if not token_path.exists():
+        raise ConfigError(f"service account token {token_path} does not exist")
+    if ":" in host:
+        host = f"[{host}]"
+    server = f"https://{host}:{port}"
+    context = _ssl_context(ca_file=str(directory / "ca.crt"))
+    return ClusterAccess(
+        server, context, TokenFile(token_path), source="in-cluster service account"
+    )
+
+
+class KubeconfigCredentials:
+    """Credentials from a kubeconfig user: token, exec plugin, OIDC or client certificate.
+
+    ``refresh`` reloads the kubeconfig, which re-runs an exec plugin or
+    refreshes an OIDC token, as kubectl does after a 401.
+    """
+
+    def __init__(self, path: str | None, context: str | None) -> None:
+        self._path = path
+        self._context = context
+        self._authorization: str | None = None
+        self.server = ""
+        self.ssl_context: ssl.SSLContext | None = None
+
+    async def load(self) -> None:
+        from kubernetes_asyncio import config as k8s_config
+        from kubernetes_asyncio.client import Configuration
+
+        configuration = Configuration()
+        try:
+            await k8s_config.load_kube_config(
+                config_file=self._path,
+                context=self._context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except Exception as exc:  # the loader raises many types; all mean "unusable"
+            raise ConfigError(f"kubeconfig {self._path or '~/.kube/config'}: {exc}") from exc
+        self.server = str(configuration.host)
+        self._authorization = configuration.api_key.get("BearerToken") or None
+        if self._authorization and not self._authorization.startswith("Bearer "):
+            self._authorization = "Bearer " + self._authorization
+        if self.server.startswith("https://"):
+            self.ssl_context = _ssl_context(
+                ca_file=configuration.ssl_ca_cert,
+                cert_file=configuration.cert_file,
+                key_file=configuration.key_file,
+                verify=bool(configuration.verify_ssl),
+            )
+
+    async def authorization(self) -> str | None:
+        return self._authorization
+
+    async def refresh(self) -> None:
+        await self.load()
+
+    def __repr__(self) -> str:
+        return f"KubeconfigCredentials(path={self._path!r}, context={self._context!r})"
+
+
+def kubeconfig_path(explicit: str | None) -> str | None:
+    """The kubeconfig to use, or None when none exists (then in-cluster or demo)."""
+    if explicit:
+        return explicit
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        first = env.split(os.pathsep)[0]
+        return first if first else None
+    default = Path.home() / ".kube" / "config"
+    return str(default) if default.exists() else None
+
+
+async def kubeconfig_access(path: str | None, context: str | None) -> ClusterAccess:
+    credentials = KubeconfigCredentials(path, context)
+    await credentials.load()
+    where = f"kubeconfig {path or '~/.kube/config'}" + (f" context {context}" if context else "")
+    return ClusterAccess(credentials.server, credentials.ssl_context, credentials, source=where)
+
+
+async def discover_access(kubeconfig: str | None, context: str | None) -> ClusterAccess | None:
+    """kubeconfig if one is configured or present, else in-cluster, else None."""
+    path = kubeconfig_path(kubeconfig)
+    if path is not None or context is not None:
+        return await kubeconfig_access(path, context)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return in_cluster_access()
+    return None

@@ -1,0 +1,134 @@
+"""Kubernetes label selectors: parse the string syntax, match label sets.
+
+Grammar as ``k8s.io/apimachinery/pkg/labels``: comma-separated requirements,
+each ``key``, ``!key``, ``key=value``, ``key==value``, ``key!=value``,
+``key in (a,b)`` or ``key notin (a,b)``. Keys may carry a DNS prefix
+(``app.kubernetes.io/name``). An empty selector matches everything.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Operator = Literal["=", "!=", "in", "notin", "exists", "!"]
+
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_KEY_RE = re.compile(rf"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?{_NAME}$")
+_VALUE_RE = re.compile(rf"^({_NAME})?$")
+
+
+class SelectorError(ValueError):
+    """The selector text is not valid label-selector syntax; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    key: str
+    operator: Operator
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        op = self.operator
+        if op == "exists":
+            return self.key in labels
+        if op == "!":
+            return self.key not in labels
+        value = labels.get(self.key)
+        if op in ("=", "in"):
+            return value is not None and value in self.values
+        # != and notin also match when the key is absent, as in Kubernetes.
+        return value is None or value not in self.values
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+    def equalities(self) -> list[tuple[str, str]]:
+        """The (key, value) pairs every match must carry: usable as index keys."""
+        return [
+            (r.key, next(iter(r.values)))
+            for r in self.requirements
+            if r.operator in ("=", "in") and len(r.values) == 1
+        ]
+
+    @property
+    def empty(self) -> bool:
+        return not self.requirements
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise SelectorError(f"unbalanced ')' in {text!r}")
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise SelectorError(f"unbalanced '(' in {text!r}")
+    parts.append("".join(current))
+    return parts
+
+
+def _check_key(key: str) -> str:
+    if not key or len(key) > 316 or not _KEY_RE.match(key):
+        raise SelectorError(f"invalid label key {key!r}")
+    return key
+
+
+def _check_value(value: str) -> str:
+    if len(value) > 63 or not _VALUE_RE.match(value):
+        raise SelectorError(f"invalid label value {value!r}")
+    return value
+
+
+_SET_RE = re.compile(r"^\s*(\S+)\s+(in|notin)\s*\((.*)\)\s*$")
+
+
+def _parse_requirement(text: str) -> Requirement:
+    part = text.strip()
+    if not part:
+        raise SelectorError("empty requirement (stray comma?)")
+    set_match = _SET_RE.match(part)
+    if set_match:
+        key, op, values = set_match.groups()
+        items = frozenset(_check_value(v.strip()) for v in values.split(","))
+        return Requirement(_check_key(key), "in" if op == "in" else "notin", items)
+    operators: tuple[tuple[str, Operator], ...] = (("!=", "!="), ("==", "="), ("=", "="))
+    for token, operator in operators:
+        if token in part:
+            key, _, value = part.partition(token)
+            return Requirement(
+                _check_key(key.strip()), operator, frozenset({_check_value(value.strip())})
+            )
+    if part.startswith("!"):
+        return Requirement(_check_key(part[1:].strip()), "!")
+    return Requirement(_check_key(part), "exists")
+
+
+def parse_selector(text: str | None) -> Selector:
+    """Parse a label selector; raise :class:`SelectorError` naming the bad part."""
+    if text is None or not text.strip():
+        return Selector()
+    return Selector(tuple(_parse_requirement(p) for p in _split_top_level(text)))
+
+
+def selector_from_labels(labels: Mapping[str, str]) -> Selector:
+    return Selector(tuple(Requirement(k, "=", frozenset({v})) for k, v in sorted(labels.items())))

@@ -1,0 +1,95 @@
+"""Service settings: every option is a CLI flag and a ``PODINDEX_<NAME>`` variable.
+
+The CLI writes the flags it was given into the environment before the server
+starts its worker, and the worker reads them back with :func:`Settings.from_env`;
+so the two spellings can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+class SettingsError(ValueError):
+    """An option has a value podindex cannot use; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:8080"
+    kubeconfig: str | None = None
+    context: str | None = None
+    server: str | None = None
+    """Explicit API server URL (with ``token_file`` and ``ca_file``)."""
+    token_file: str | None = None
+    ca_file: str | None = None
+    cluster_id: str = "default"
+    namespace: str | None = None
+    selector: str | None = None
+    grace_period: float = 30.0
+    stall_timeout: float = 90.0
+    page_size: int = 500
+    log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        return self._split_listen()[0]
+
+    @property
+    def port(self) -> int:
+        return self._split_listen()[1]
+
+    def _split_listen(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise SettingsError(f"listen: expected HOST:PORT, got {self.listen!r}")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = source.get(env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, str(f.type))
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[env_name(f.name)] = str(value)
+        return out
+
+    def validate(self) -> None:
+        self._split_listen()
+        if self.grace_period < 0:
+            raise SettingsError("grace_period must be >= 0 seconds")
+        if self.stall_timeout <= 0:
+            raise SettingsError("stall_timeout must be > 0 seconds")
+        if not 1 <= self.page_size <= 10000:
+            raise SettingsError("page_size must be between 1 and 10000")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError("log_level must be debug, info, warning or error")
+
+
+def env_name(field_name: str) -> str:
+    return "PODINDEX_" + field_name.upper()
+
+
+def _convert(name: str, raw: str, type_name: str) -> object:
+    try:
+        if type_name.startswith("float"):
+            return float(raw)
+        if type_name.startswith("int"):
+            return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env_name(name)}: expected a number, got {raw!r}") from exc
+    return raw

@@ -1,0 +1,1 @@
+"""Shared fixtures. Every test has a timeout (pyproject: timeout = 60)."""
