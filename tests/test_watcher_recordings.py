@@ -14,7 +14,7 @@ from podindex.cluster import OwnerSink, PodSink
 from podindex.index import Index
 from podindex.kube.client import PODS, REPLICASETS, KubeClient
 from podindex.kube.config import ClusterAccess, StaticToken, explicit_access
-from podindex.kube.errors import Gone, Unauthorized
+from podindex.kube.errors import Gone, StreamStalled, Unauthorized
 from podindex.kube.watcher import WatchDriver, Watcher
 from podindex.model import PartialObjectMetadata, PartialObjectMetadataList, Pod, PodList
 from tests.recordings import ReplayServer, recording, respond, stream, watch_lines
@@ -223,3 +223,50 @@ def test_driver_reads_the_initial_events_end_bookmark() -> None:
     events = [driver.feed(line) for line in watch_lines(recording("06"))]
     assert [e[0] for e in events if e is not None] == ["ADDED", "ADDED"]
     assert driver.resource_version == "287"
+
+
+async def test_silent_stream_is_detected_as_stalled(replay: ReplayServer) -> None:
+    async def silent(request: web.Request) -> web.StreamResponse:
+        lines = watch_lines(recording("05"))[:1]
+        return await stream(request, lines, hold=5.0)
+
+    replay.on("/api/v1/pods", fixed("04"), silent)
+    index = Index()
+    watcher = pod_watcher(replay.url, index)
+    watcher.stall_timeout = 0.3
+    await watcher.list_once()
+    with pytest.raises(StreamStalled):
+        await watcher.watch_once()
+    # The event before the silence was applied and its version kept for the resume.
+    assert watcher.resource_version == "280"
+
+
+async def test_run_resumes_from_the_last_version_after_disconnects(replay: ReplayServer) -> None:
+    lines = watch_lines(recording("05"))
+
+    def part(chunk: list[bytes]):  # type: ignore[no-untyped-def]
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await stream(request, chunk, hold=0.05)
+
+        return handler
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPInternalServerError()
+
+    replay.on("/api/v1/pods", fixed("02"), fixed("03"), fixed("04"))
+    replay.on("/api/v1/pods", part(lines[:2]), broken, part(lines[2:5]), part(lines[5:]))
+    index = Index()
+    watcher = pod_watcher(replay.url, index)
+    task = asyncio.create_task(watcher.run())
+    for _ in range(300):
+        if watcher.stats.events >= 6 and watcher.resource_version == "382":
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    watches = [p for p in replay.seen("/api/v1/pods") if p.get("watch") == "1"]
+    assert [w["resourceVersion"] for w in watches[:4]] == ["277", "282", "282", "286"]
+    assert watcher.stats.lists == 1  # no relist: a disconnect is not a 410
+    assert watcher.stats.errors == 1  # the 500
+    assert index.by_name("c1", "team-a", "web-3") is not None
