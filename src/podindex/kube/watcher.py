@@ -233,6 +233,7 @@ class Watcher(Generic[T]):
         self.stats.watches += 1
         applied = 0
         sink = self.sink
+        stats = self.stats
         try:
             async with self.client.watch_lines(
                 self.resource, self.namespace, params, self.stall_timeout
@@ -242,15 +243,16 @@ class Watcher(Generic[T]):
                         event = driver.feed(line)
                     except msgspec.DecodeError as exc:
                         raise TransportError(f"{self.name}: undecodable watch line: {exc}") from exc
-                    if event is not None:
+                    if event is None:
+                        stats.bookmarks += 1
+                    else:
                         sink.apply(event[0], event[1])
                         applied += 1
+                        stats.events += 1
                     self.resource_version = driver.resource_version
         finally:
             self.resource_version = driver.resource_version
-            self.stats.resource_version = driver.resource_version
-            self.stats.events += applied
-            self.stats.bookmarks += driver.bookmarks
+            stats.resource_version = driver.resource_version
         return applied
 
     async def run(self) -> None:

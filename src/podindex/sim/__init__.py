@@ -1,0 +1,27 @@
+"""podindex.sim: a Kubernetes API server emulator for tests, demos and benchmarks.
+
+podindex only ever talks to Kubernetes over HTTP(S) LIST/WATCH, so the most
+faithful stand-in is a real HTTP server that answers exactly like
+kube-apiserver v1.36 (as recorded in /work/shared/k8s-recordings) while letting
+the caller script the cluster's contents and inject faults. See
+:class:`FakeCluster` for the cluster and :mod:`podindex.sim.churn` for load.
+"""
+
+from podindex.sim.churn import Churn, ChurnStats, PopulateResult, populate
+from podindex.sim.cluster import Conflict, FakeCluster, NotFound
+from podindex.sim.store import JOB, NODE, POD, REPLICASET, Resource
+
+__all__ = [
+    "JOB",
+    "NODE",
+    "POD",
+    "REPLICASET",
+    "Churn",
+    "ChurnStats",
+    "Conflict",
+    "FakeCluster",
+    "NotFound",
+    "PopulateResult",
+    "Resource",
+    "populate",
+]

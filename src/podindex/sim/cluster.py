@@ -1,0 +1,926 @@
+"""FakeCluster: an in-memory Kubernetes control plane with a Python API for tests and demos.
+
+Tests, ``podindex demo`` and the benchmarks need a cluster whose contents they
+control exactly and can break on purpose (compaction, dropped or stalled
+watches, API server restarts). FakeCluster keeps pods, ReplicaSets, Jobs and
+Nodes with etcd revision semantics, applies the real API server's delete rules
+(graceful deletion, MODIFIED-then-DELETED), and serves them over real HTTP(S)
+through :mod:`podindex.sim.server`. Mutation methods are synchronous and must
+run on the event loop thread that serves the watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from podindex.sim.ipam import IpPool
+from podindex.sim.manifests import (
+    JSON,
+    ContainerParams,
+    PodParams,
+    build_job,
+    build_node,
+    build_pod,
+    build_replicaset,
+    canonical_order,
+    container_statuses,
+    owner_reference,
+    pod_status_managed_fields,
+    refresh_managed_fields,
+    rfc3339,
+    sorted_fields,
+)
+from podindex.sim.server import SimServer
+from podindex.sim.store import (
+    JOB,
+    NODE,
+    POD,
+    REPLICASET,
+    RESOURCES,
+    Event,
+    History,
+    Resource,
+    StoredObject,
+    Table,
+    object_key,
+)
+from podindex.sim.tls import TlsMaterial, make_tls_material
+
+Owner = tuple[str, str, str]  # (kind, name, uid)
+Mutator = Callable[[JSON], object]
+
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_encode = msgspec.json.encode
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what apiserver's generateName uses
+LIVE_PHASES = ("Pending", "Running")
+
+
+class NotFound(KeyError):
+    """The object does not exist (HTTP 404)."""
+
+    def __init__(self, resource: Resource, name: str) -> None:
+        super().__init__(f'{resource.plural} "{name}" not found')
+        self.resource = resource
+        self.name = name
+
+
+class Conflict(Exception):
+    """A delete precondition failed (HTTP 409); str() is the API server's message."""
+
+    def __init__(self, resource: Resource, name: str, message: str) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.name = name
+
+
+_SUFFIX_PAIRS = [a + b for a in _SUFFIX_ALPHABET for b in _SUFFIX_ALPHABET]
+
+
+def random_suffix(length: int = 5, rng: random.Random | None = None) -> str:
+    """A generateName-style suffix; drawn from rng when given (reproducible and fast)."""
+    if rng is None:
+        return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(length))
+    n = rng.getrandbits(64)
+    out = []
+    for _ in range((length + 1) // 2):
+        n, pair = divmod(n, len(_SUFFIX_PAIRS))
+        out.append(_SUFFIX_PAIRS[pair])
+    return "".join(out)[:length]
+
+
+def random_uuid(rng: random.Random) -> str:
+    """A version-4 UUID string drawn from rng (reproducible, unlike uuid.uuid4)."""
+    bits = rng.getrandbits(128)
+    bits = (bits & ~(0xF000 << 64)) | (0x4000 << 64)
+    bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def container_id(rng: random.Random | None = None) -> str:
+    bits = rng.getrandbits(256) if rng else secrets.randbits(256)
+    return f"containerd://{bits:064x}"
+
+
+def _pod_fields(obj: JSON) -> dict[str, str]:
+    meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status", {})
+    return {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta.get("namespace", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.restartPolicy": spec.get("restartPolicy", ""),
+        "spec.schedulerName": spec.get("schedulerName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "spec.hostNetwork": "true" if spec.get("hostNetwork") else "false",
+        "status.phase": status.get("phase", ""),
+        "status.podIP": status.get("podIP", ""),
+        "status.hostIP": status.get("hostIP", ""),
+        "status.nominatedNodeName": status.get("nominatedNodeName", ""),
+    }
+
+
+def selectable_fields(resource: Resource, obj: JSON) -> dict[str, str]:
+    """The field-selector inputs of an object (what the API server's *ToSelectableFields return)."""
+    if resource is POD:
+        return _pod_fields(obj)
+    meta = obj["metadata"]
+    fields = {"metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", "")}
+    status = obj.get("status", {})
+    if resource is REPLICASET:
+        fields["status.replicas"] = str(status.get("replicas", 0))
+    elif resource is JOB:
+        fields["status.successful"] = str(status.get("succeeded", 0))
+    elif resource is NODE:
+        fields["spec.unschedulable"] = (
+            "true" if obj.get("spec", {}).get("unschedulable") else "false"
+        )
+    return fields
+
+
+def live_pod_ip(obj: JSON) -> str | None:
+    """The pod IP a running sandbox holds: none once the pod is terminal or host-networked."""
+    if obj.get("spec", {}).get("hostNetwork"):
+        return None
+    status = obj.get("status", {})
+    if status.get("phase") not in LIVE_PHASES:
+        return None
+    ip = status.get("podIP")
+    return ip if isinstance(ip, str) and ip else None
+
+
+class FakeCluster:
+    """In-memory pods/replicasets/jobs/nodes with one revision counter, served over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        history_limit: int = 10_000,
+        bookmark_interval: float = 60.0,
+        grace_scale: float = 0.01,
+        initial_resource_version: int = 100,
+        too_large_wait: float = 3.0,
+    ) -> None:
+        self.token = token
+        self.tls = tls
+        self.bookmark_interval = bookmark_interval
+        self.grace_scale = grace_scale
+        self.too_large_wait = too_large_wait
+        self.tables: dict[Resource, Table] = {r: Table() for r in RESOURCES}
+        self.history = History(history_limit, initial_resource_version)
+        self.ips = IpPool()
+        self.node_ips: dict[str, str] = {}
+        self.active_watches = 0
+        self.watches_stalled = False
+        self.drop_epoch = 0
+        self._rv = initial_resource_version
+        self._changed = asyncio.Event()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._server: SimServer | None = None
+        self._tls_material: TlsMaterial | None = None
+
+    # --- revision bookkeeping --------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        """The current global revision (etcd header revision)."""
+        return self._rv
+
+    @property
+    def history_floor(self) -> int:
+        """Oldest revision a watch, continue token or Exact list can still be served from."""
+        return self.history.floor
+
+    def _next_rv(self) -> int:
+        self._rv += 1
+        return self._rv
+
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for_change(self, max_wait: float | None) -> None:
+        """Sleep until the next write or fault injection, or for at most max_wait seconds."""
+        changed = self._changed
+        if max_wait is not None and max_wait <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), max_wait)
+
+    def _publish(self, event: Event) -> None:
+        self.history.append(event)
+        self._signal()
+
+    # --- generic writes ---------------------------------------------------------------
+
+    def table(self, resource: Resource) -> Table:
+        return self.tables[resource]
+
+    def stored(self, resource: Resource, namespace: str, name: str) -> StoredObject | None:
+        return self.tables[resource].get(object_key(namespace, name))
+
+    def _require(self, resource: Resource, namespace: str, name: str) -> StoredObject:
+        stored = self.stored(resource, namespace, name)
+        if stored is None:
+            raise NotFound(resource, name)
+        return stored
+
+    def _commit(self, resource: Resource, obj: JSON, type_: str) -> StoredObject:
+        obj.pop("kind", None)
+        obj.pop("apiVersion", None)
+        meta = obj["metadata"]
+        rv = self._next_rv()
+        meta["resourceVersion"] = str(rv)
+        namespace = meta.get("namespace", "") if resource.namespaced else ""
+        table = self.tables[resource]
+        prev = table.get(object_key(namespace, meta["name"]))
+        body = _encode(canonical_order(obj))
+        stored = StoredObject(
+            resource,
+            namespace,
+            meta["name"],
+            rv,
+            body,
+            dict(meta.get("labels") or {}),
+            selectable_fields(resource, obj),
+        )
+        if resource is POD:
+            self._track_pod_ip(prev, obj)
+        table.put(stored)
+        self._publish(Event(rv, type_, stored, prev))
+        return stored
+
+    def _remove(self, resource: Resource, namespace: str, name: str) -> StoredObject:
+        prev = self._require(resource, namespace, name)
+        rv = self._next_rv()
+        final = prev.with_resource_version(rv)
+        if resource is POD:
+            self._track_pod_ip(prev, None)
+        self.tables[resource].remove(prev.key)
+        self._publish(Event(rv, "DELETED", final, prev))
+        return final
+
+    def _track_pod_ip(self, prev: StoredObject | None, obj: JSON | None) -> None:
+        old_ip = live_pod_ip(_decode(prev.body)) if prev is not None else None
+        new_ip = live_pod_ip(obj) if obj is not None else None
+        if old_ip == new_ip:
+            return
+        if old_ip:
+            self.ips.release(old_ip)
+        if new_ip and obj is not None:
+            self.ips.reserve(new_ip, obj.get("spec", {}).get("nodeName"))
+
+    def get(self, resource: Resource, namespace: str, name: str) -> JSON | None:
+        """The object as GET returns it (with kind/apiVersion), or None."""
+        stored = self.stored(resource, namespace, name)
+        return None if stored is None else _decode(stored.full_body())
+
+    def list_objects(self, resource: Resource, namespace: str | None = None) -> list[JSON]:
+        """All current objects of a resource (list-item form), in key order."""
+        table = self.tables[resource]
+        lo, hi = table.key_range(namespace)
+        return [_decode(table.objects[k].body) for k in table.sorted_keys[lo:hi]]
+
+    def count(self, resource: Resource) -> int:
+        return len(self.tables[resource].objects)
+
+    def update(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        fn: Mutator,
+        *,
+        bump_generation: bool = True,
+    ) -> JSON:
+        """Apply fn to a copy of the object (GET form) and write it back as MODIFIED.
+
+        A spec change bumps metadata.generation unless ``bump_generation`` is false
+        (subresource writes such as pods/binding do not).
+        """
+        stored = self._require(resource, namespace, name)
+        obj = _decode(stored.full_body())
+        uid = obj["metadata"]["uid"]
+        spec_before = _encode(obj.get("spec"))
+        status_before = _encode(obj.get("status"))
+        meta_before = _encode([obj["metadata"].get("labels"), obj["metadata"].get("annotations")])
+        fn(obj)
+        meta = obj["metadata"]
+        refresh_managed_fields(
+            obj,
+            metadata_changed=_encode([meta.get("labels"), meta.get("annotations")]) != meta_before,
+            status_changed=_encode(obj.get("status")) != status_before,
+            when=rfc3339(),
+        )
+        meta["name"], meta["uid"] = stored.name, uid
+        if resource.namespaced:
+            meta["namespace"] = namespace
+        if bump_generation and resource is not NODE and _encode(obj.get("spec")) != spec_before:
+            meta["generation"] = int(meta.get("generation", 1)) + 1
+        return _decode(self._commit(resource, obj, "MODIFIED").full_body())
+
+    def _check_preconditions(
+        self, stored: StoredObject, uid: str | None, resource_version: str | None
+    ) -> None:
+        meta = _decode(stored.body)["metadata"]
+        kind = stored.resource.kind
+        if uid is not None and uid != meta["uid"]:
+            raise Conflict(
+                stored.resource,
+                stored.name,
+                f'Operation cannot be fulfilled on {kind} "{stored.name}": the UID in the '
+                f"precondition ({uid}) does not match the UID in record ({meta['uid']}). "
+                "The object might have been deleted and then recreated",
+            )
+        if resource_version is not None and resource_version != meta["resourceVersion"]:
+            raise Conflict(
+                stored.resource,
+                stored.name,
+                f'Operation cannot be fulfilled on {kind} "{stored.name}": the ResourceVersion '
+                f"in the precondition ({resource_version}) does not match the ResourceVersion "
+                f"in record ({meta['resourceVersion']}). The object might have been modified",
+            )
+
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> JSON:
+        """Immediate delete (ReplicaSets, Jobs, Nodes): one DELETED event."""
+        if resource is POD:
+            return self.delete_pod(namespace, name, uid=uid, resource_version=resource_version)
+        self._check_preconditions(self._require(resource, namespace, name), uid, resource_version)
+        return _decode(self._remove(resource, namespace, name).full_body())
+
+    # --- nodes ----------------------------------------------------------------------
+
+    def node_ip(self, node: str) -> str:
+        """The InternalIP of a node, assigning one if the node is not known yet."""
+        if node not in self.node_ips:
+            self.node_ips[node] = self.ips.node_ip(node)
+        return self.node_ips[node]
+
+    def create_node(
+        self, name: str, *, ip: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> JSON:
+        if ip:
+            self.node_ips[name] = ip
+        obj = build_node(
+            name=name,
+            uid=str(uuid.uuid4()),
+            resource_version="0",
+            created=rfc3339(),
+            ip=self.node_ip(name),
+            labels=labels or {},
+            pod_cidr=self.ips.pod_cidr(name),
+        )
+        return _decode(self._commit(NODE, obj, "ADDED").full_body())
+
+    def delete_node(self, name: str) -> JSON:
+        return self.delete(NODE, "", name)
+
+    # --- pods ---------------------------------------------------------------------
+
+    def create_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        node: str | None = None,
+        ip: str | None = None,
+        ips: Sequence[str] | None = None,
+        host_network: bool = False,
+        phase: str = "Running",
+        owner: Owner | None = None,
+        containers: Sequence[str | tuple[str, str]] | None = None,
+        restart_policy: str = "Always",
+        generate_name: str | None = None,
+        finalizers: Sequence[str] = (),
+        uid: str | None = None,
+    ) -> JSON:
+        """Create a pod shaped like a kubelet-reported one; returns it as GET would.
+
+        Without ``node`` the pod is unscheduled (Pending, no IPs). A scheduled
+        pod that is not Pending gets ``ip``/``ips``, or the node IP when
+        ``host_network``, or a fresh address from the node's pod range.
+        ``containers`` is a list of names or (name, image) pairs.
+        """
+        if self.stored(POD, namespace, name) is not None:
+            raise FileExistsError(f'pods "{name}" already exists')
+        if node is None:
+            phase = "Pending"
+        host_ip = self.node_ip(node) if node else None
+        pod_ips = self._initial_pod_ips(node, ip, ips, host_network, phase)
+        created = rfc3339()
+        params = PodParams(
+            namespace=namespace,
+            name=name,
+            uid=uid or str(uuid.uuid4()),
+            resource_version="0",
+            created=created,
+            labels=labels or {},
+            annotations=annotations or {},
+            owner=owner_reference(*owner) if owner else None,
+            generate_name=generate_name,
+            finalizers=finalizers,
+            node=node,
+            host_ip=host_ip,
+            pod_ips=pod_ips,
+            host_network=host_network,
+            phase=phase,
+            containers=self._container_params(containers),
+            restart_policy=restart_policy,
+            volume_suffix=random_suffix(),
+            started=created,
+            manager="kube-controller-manager" if owner else "kubectl-create",
+        )
+        return _decode(self._commit(POD, build_pod(params), "ADDED").full_body())
+
+    def _initial_pod_ips(
+        self,
+        node: str | None,
+        ip: str | None,
+        ips: Sequence[str] | None,
+        host_network: bool,
+        phase: str,
+    ) -> list[str]:
+        if ips:
+            return list(ips)
+        if ip:
+            return [ip]
+        if not node or phase == "Pending":
+            return []
+        if host_network:
+            return [self.node_ip(node)]
+        allocated = self.ips.allocate(node)
+        if phase not in LIVE_PHASES:
+            self.ips.release(allocated)  # the sandbox is gone; the status keeps the IP
+        return [allocated]
+
+    @staticmethod
+    def _container_params(
+        containers: Sequence[str | tuple[str, str]] | None,
+    ) -> list[ContainerParams]:
+        if not containers:
+            return [ContainerParams(container_id=container_id())]
+        out: list[ContainerParams] = []
+        for c in containers:
+            name, image = (c, "registry.example/app:1.0") if isinstance(c, str) else c
+            out.append(ContainerParams(name=name, image=image, container_id=container_id()))
+        return out
+
+    def get_pod(self, namespace: str, name: str) -> JSON | None:
+        return self.get(POD, namespace, name)
+
+    def update_pod(self, namespace: str, name: str, fn: Mutator) -> JSON:
+        return self.update(POD, namespace, name, fn)
+
+    def bind_pod(self, namespace: str, name: str, node: str) -> JSON:
+        """What the scheduler's pods/binding write does: set spec.nodeName (no generation bump)."""
+
+        def apply(obj: JSON) -> None:
+            obj["spec"]["nodeName"] = node
+            main = next(
+                (e for e in obj["metadata"].get("managedFields", []) if not e.get("subresource")),
+                None,
+            )
+            if main is not None:
+                main["fieldsV1"].setdefault("f:spec", {})["f:nodeName"] = {}
+                main["fieldsV1"] = sorted_fields(main["fieldsV1"])
+
+        return self.update(POD, namespace, name, apply, bump_generation=False)
+
+    def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> JSON:
+        """Merge-patch labels (None removes a label), like `kubectl label`."""
+
+        def apply(obj: JSON) -> None:
+            current = obj["metadata"].setdefault("labels", {})
+            for k, v in labels.items():
+                if v is None:
+                    current.pop(k, None)
+                else:
+                    current[k] = v
+            if not current:
+                del obj["metadata"]["labels"]
+
+        return self.update_pod(namespace, name, apply)
+
+    def set_pod_phase(
+        self, namespace: str, name: str, phase: str, *, ip: str | None = None
+    ) -> JSON:
+        """Write the status a kubelet reports when the pod reaches ``phase``.
+
+        Pending->Running assigns the pod IP (``ip`` or a fresh/reused one) and the
+        running container statuses; Succeeded/Failed terminate the containers but
+        keep podIP in the status (as a real kubelet does) while freeing the address.
+        """
+
+        def apply(obj: JSON) -> None:
+            self._apply_phase(obj, phase, ip)
+
+        return self.update_pod(namespace, name, apply)
+
+    def _apply_phase(self, obj: JSON, phase: str, ip: str | None) -> None:
+        spec, status = obj["spec"], obj.setdefault("status", {})
+        node = spec.get("nodeName")
+        if not node:
+            raise ValueError("an unscheduled pod cannot leave Pending")
+        now = rfc3339()
+        host_network = bool(spec.get("hostNetwork"))
+        pod_ip = ip or status.get("podIP")
+        if not pod_ip and phase != "Pending":
+            pod_ip = self.node_ip(node) if host_network else self.ips.allocate(node)
+        started = status.get("startTime", now)
+        containers = [
+            ContainerParams(
+                name=c["name"],
+                image=c["image"],
+                container_id=self._existing_container_id(status, c["name"]),
+                restart_count=self._existing_restart_count(status, c["name"]),
+                started_at=self._existing_started_at(status, c["name"]),
+            )
+            for c in spec.get("containers", [])
+        ]
+        params = PodParams(
+            namespace="",
+            name="",
+            uid="",
+            resource_version="",
+            created=started,
+            node=node,
+            host_ip=self.node_ip(node),
+            pod_ips=[pod_ip] if pod_ip else [],
+            host_network=host_network,
+            phase=phase,
+            containers=containers,
+            started=started,
+        )
+        new_status: JSON = build_pod(params)["status"]
+        if phase in ("Succeeded", "Failed"):
+            new_status["containerStatuses"] = container_statuses(params, now)
+            for cond in new_status["conditions"]:
+                if cond["type"] in ("Ready", "ContainersReady"):
+                    cond["lastTransitionTime"] = now
+                    cond["reason"] = "PodCompleted"
+        obj["status"] = new_status
+        self._ensure_status_managed_fields(obj, [pod_ip] if pod_ip else [], now)
+
+    @staticmethod
+    def _existing_container_status(status: JSON, name: str) -> JSON:
+        for cs in status.get("containerStatuses", []):
+            if cs.get("name") == name:
+                return dict(cs)
+        return {}
+
+    def _existing_container_id(self, status: JSON, name: str) -> str:
+        return str(
+            self._existing_container_status(status, name).get("containerID") or container_id()
+        )
+
+    def _existing_restart_count(self, status: JSON, name: str) -> int:
+        return int(self._existing_container_status(status, name).get("restartCount", 0))
+
+    def _existing_started_at(self, status: JSON, name: str) -> str | None:
+        state = self._existing_container_status(status, name).get("state", {})
+        running = state.get("running") if isinstance(state, dict) else None
+        return str(running["startedAt"]) if running else None
+
+    @staticmethod
+    def _ensure_status_managed_fields(obj: JSON, pod_ips: list[str], when: str) -> None:
+        entries = [
+            e for e in obj["metadata"].get("managedFields", []) if e.get("subresource") != "status"
+        ]
+        entries.append(pod_status_managed_fields(pod_ips, when))
+        obj["metadata"]["managedFields"] = entries
+
+    def restart_container(self, namespace: str, name: str, container: str | None = None) -> JSON:
+        """A container restart as the kubelet reports it: restartCount+1, new id and startedAt."""
+
+        def apply(obj: JSON) -> None:
+            now = rfc3339()
+            for cs in obj.get("status", {}).get("containerStatuses", []):
+                if container is None or cs["name"] == container:
+                    cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
+                    cs["state"] = {"running": {"startedAt": now}}
+                    cs["containerID"] = container_id()
+                    if container is None:
+                        break
+
+        return self.update_pod(namespace, name, apply)
+
+    def delete_pod(
+        self,
+        namespace: str,
+        name: str,
+        grace_seconds: int | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> JSON:
+        """Delete with the API server's pod rules; returns the object DELETE returns.
+
+        Unscheduled or terminal pods and grace 0 go at once (MODIFIED with
+        deletionTimestamp, then DELETED). Otherwise the pod turns Terminating
+        (MODIFIED with deletionTimestamp = now + grace) and the emulated kubelet
+        finishes the deletion after ``grace * grace_scale`` seconds.
+        """
+        stored = self._require(POD, namespace, name)
+        self._check_preconditions(stored, uid, resource_version)
+        obj = _decode(stored.body)
+        meta, spec = obj["metadata"], obj["spec"]
+        grace = (
+            int(spec.get("terminationGracePeriodSeconds", 30))
+            if grace_seconds is None
+            else grace_seconds
+        )
+        phase = obj.get("status", {}).get("phase")
+        if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+            grace = 0
+        existing = meta.get("deletionGracePeriodSeconds")
+        if existing is not None and grace >= int(existing):
+            return _decode(stored.full_body())
+        if "deletionTimestamp" not in meta:
+            meta["generation"] = int(meta.get("generation", 1)) + 1
+        meta["deletionTimestamp"] = rfc3339(time.time() + grace)
+        meta["deletionGracePeriodSeconds"] = grace
+        terminating = self._commit(POD, obj, "MODIFIED")
+        if grace == 0:
+            return _decode(self._remove(POD, namespace, name).full_body())
+        self._schedule(
+            grace * self.grace_scale, self._finish_pod_deletion, namespace, name, meta["uid"]
+        )
+        return _decode(terminating.full_body())
+
+    def _finish_pod_deletion(self, namespace: str, name: str, uid: str) -> None:
+        stored = self.stored(POD, namespace, name)
+        if stored is not None and _decode(stored.body)["metadata"]["uid"] == uid:
+            self.delete_pod(namespace, name, 0)
+
+    def _schedule(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            fn(*args)  # no event loop: nothing could observe the wait anyway
+            return
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            fn(*args)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    # --- replicasets and jobs -----------------------------------------------------------
+
+    def create_replicaset(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        replicas: int = 1,
+        owner: Owner | None = None,
+        uid: str | None = None,
+    ) -> JSON:
+        obj = build_replicaset(
+            namespace=namespace,
+            name=name,
+            uid=uid or str(uuid.uuid4()),
+            resource_version="0",
+            created=rfc3339(),
+            labels=labels or {},
+            replicas=replicas,
+            owner=owner_reference(*owner) if owner else None,
+        )
+        return _decode(self._commit(REPLICASET, obj, "ADDED").full_body())
+
+    def update_replicaset(self, namespace: str, name: str, fn: Mutator) -> JSON:
+        return self.update(REPLICASET, namespace, name, fn)
+
+    def scale_replicaset(self, namespace: str, name: str, replicas: int) -> JSON:
+        def apply(obj: JSON) -> None:
+            obj["spec"]["replicas"] = replicas
+            annotations = obj["metadata"].get("annotations", {})
+            if "deployment.kubernetes.io/desired-replicas" in annotations:
+                annotations["deployment.kubernetes.io/desired-replicas"] = str(replicas)
+                annotations["deployment.kubernetes.io/max-replicas"] = str(replicas + 1)
+            status = obj["status"]
+            for k in ("replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas"):
+                status[k] = replicas
+            status["observedGeneration"] = int(obj["metadata"].get("generation", 1)) + 1
+
+        return self.update_replicaset(namespace, name, apply)
+
+    def delete_replicaset(self, namespace: str, name: str) -> JSON:
+        return self.delete(REPLICASET, namespace, name)
+
+    def create_job(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        owner: Owner | None = None,
+        uid: str | None = None,
+    ) -> JSON:
+        obj = build_job(
+            namespace=namespace,
+            name=name,
+            uid=uid or str(uuid.uuid4()),
+            resource_version="0",
+            created=rfc3339(),
+            labels=labels or {},
+            owner=owner_reference(*owner) if owner else None,
+        )
+        return _decode(self._commit(JOB, obj, "ADDED").full_body())
+
+    def update_job(self, namespace: str, name: str, fn: Mutator) -> JSON:
+        return self.update(JOB, namespace, name, fn)
+
+    def complete_job(self, namespace: str, name: str) -> JSON:
+        """Job controller's status write once its single pod has succeeded."""
+
+        def apply(obj: JSON) -> None:
+            now = rfc3339()
+            status = obj["status"]
+            status.pop("active", None)
+            status["succeeded"] = 1
+            status["completionTime"] = now
+            status["conditions"] = [
+                {
+                    "type": "SuccessCriteriaMet",
+                    "status": "True",
+                    "lastProbeTime": now,
+                    "lastTransitionTime": now,
+                    "reason": "CompletionsReached",
+                    "message": "Reached expected number of succeeded pods",
+                },
+                {
+                    "type": "Complete",
+                    "status": "True",
+                    "lastProbeTime": now,
+                    "lastTransitionTime": now,
+                    "reason": "CompletionsReached",
+                    "message": "Reached expected number of succeeded pods",
+                },
+            ]
+
+        return self.update_job(namespace, name, apply)
+
+    def delete_job(self, namespace: str, name: str) -> JSON:
+        return self.delete(JOB, namespace, name)
+
+    # --- bulk load ---------------------------------------------------------------------
+
+    def bulk_load(self, objects: Sequence[StoredObject]) -> None:
+        """Insert pre-encoded objects without watch events (benchmark setup).
+
+        Each object's bytes must carry its own revision, taken from
+        :meth:`reserve_revisions`. Watches and continue tokens from before the
+        load get 410, as after a compaction, because the load left no history.
+        """
+        by_resource: dict[Resource, list[StoredObject]] = {}
+        for obj in objects:
+            by_resource.setdefault(obj.resource, []).append(obj)
+        for resource, batch in by_resource.items():
+            self.tables[resource].put_many_unsorted(batch)
+        self.history.compact(self._rv)
+        self._signal()
+
+    def reserve_revisions(self, count: int) -> int:
+        """Advance the revision counter by count; returns the first reserved revision."""
+        first = self._rv + 1
+        self._rv += count
+        return first
+
+    # --- fault injection -------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Forget all history: older watches, continue tokens and Exact lists now get 410."""
+        self.history.compact(self._rv)
+
+    def drop_watches(self) -> None:
+        """End every open watch stream cleanly (EOF), as an API server does on timeout."""
+        self.drop_epoch += 1
+        self._signal()
+
+    def stall_watches(self) -> None:
+        """Keep watch connections open but send nothing (no events, no bookmarks, no timeout)."""
+        self.watches_stalled = True
+        self._signal()
+
+    def resume_watches(self) -> None:
+        self.watches_stalled = False
+        self._signal()
+
+    async def restart(
+        self, *, new_history: bool = False, downtime: float = 0.0, revision_jump: int = 1000
+    ) -> None:
+        """Emulate an API server restart: every connection is cut, the port refuses for downtime.
+
+        With ``new_history`` the revision counter jumps ahead and all history is
+        dropped, so every old resourceVersion and continue token gets 410 (the
+        restart-with-a-new-watch-cache case of recordings 84-87). Objects are
+        untouched; mutate them during or after the restart to make them differ.
+        """
+        if self._server is not None:
+            await self._server.suspend()
+        if new_history:
+            self._rv += revision_jump
+            self.history.compact(self._rv)
+        self._signal()
+        if downtime > 0:
+            await asyncio.sleep(downtime)
+        if self._server is not None:
+            await self._server.resume()
+
+    # --- serving -------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Serve the API on host:port (0 = any free port); sets :attr:`url`."""
+        if self.tls and self._tls_material is None:
+            self._tls_material = make_tls_material(host)
+        self._server = SimServer(self, self._tls_material)
+        await self._server.start(host, port)
+
+    async def stop(self) -> None:
+        for handle in list(self._timers):
+            handle.cancel()
+        self._timers.clear()
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+    async def __aenter__(self) -> FakeCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeCluster is not started")
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeCluster is not started")
+        return self._server.port
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        """PEM of the CA that signed the server certificate (None without TLS)."""
+        return self._tls_material.ca_pem if self._tls_material else None
+
+    @property
+    def ca_file(self) -> str | None:
+        """Path of a file holding :attr:`ca_pem` (None without TLS)."""
+        return str(self._tls_material.ca_file) if self._tls_material else None
+
+    def kubeconfig(self, context: str = "sim") -> JSON:
+        cluster: JSON = {"server": self.url}
+        if self.ca_pem:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
+        user: JSON = {"token": self.token} if self.token else {}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": cluster}],
+            "users": [{"name": context, "user": user}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {"cluster": context, "user": context, "namespace": "default"},
+                }
+            ],
+            "current-context": context,
+            "preferences": {},
+        }
+
+    def write_kubeconfig(self, path: str | Path, context: str = "sim") -> Path:
+        """Write a kubeconfig (JSON, which YAML loaders accept) pointing at this cluster."""
+        target = Path(path)
+        target.write_text(json.dumps(self.kubeconfig(context), indent=2) + "\n")
+        return target
