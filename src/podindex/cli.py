@@ -8,7 +8,6 @@ worker through the environment (see :mod:`podindex.settings`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -152,22 +151,6 @@ def describe_answer(status: int, answer: dict[str, Any]) -> str:
     return f"{answer.get('error', 'error')}: {answer.get('message', '')} (HTTP {status})"
 
 
-def cmd_sim(args: argparse.Namespace) -> int:
-    from podindex.sim.run import run_simulator
-
-    return asyncio.run(
-        run_simulator(
-            host=args.host,
-            port=args.port,
-            pods=args.pods,
-            churn_rate=args.churn_rate,
-            token_file=args.token_file,
-            seed=args.seed,
-            ready_file=args.ready_file,
-        )
-    )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """The emulator with churn in a child process, and the service against it."""
     settings = settings_from(args)
@@ -229,8 +212,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from podindex.kube.config import kubeconfig_path
 
     settings = settings_from(args)
-    if settings.server or kubeconfig_path(settings.kubeconfig) or os.environ.get(
-        "KUBERNETES_SERVICE_HOST"
+    if (
+        settings.server
+        or kubeconfig_path(settings.kubeconfig)
+        or os.environ.get("KUBERNETES_SERVICE_HOST")
     ):
         print("podindex: a cluster is configured; watching it", file=sys.stderr)
         return cmd_serve(args)
@@ -267,21 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--json", action="store_true", help="print the raw JSON answer")
     lookup.set_defaults(func=cmd_lookup)
 
-    sim = commands.add_parser("sim", help="run the Kubernetes API emulator alone")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=0)
-    sim.add_argument("--pods", type=int, default=2000)
-    sim.add_argument("--churn-rate", type=float, default=20.0)
-    sim.add_argument("--token-file", default=None)
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--ready-file", default=None, help="write the emulator's URL here once up")
-    sim.set_defaults(func=cmd_sim)
+    # Parsed by the emulator itself (podindex.sim.run); listed here for --help.
+    commands.add_parser(
+        "sim", help="run the Kubernetes API emulator alone (see podindex sim --help)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["sim"]:
+        from podindex.sim.run import main as simulator_main
+
+        return simulator_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
         result: int = args.func(args)
     except SettingsError as exc:
