@@ -94,7 +94,9 @@ async def test_pod_by_ip_answers_the_seed_fields(
     assert (await client.get("/ready")).status_code == 200
 
 
-@pytest.mark.parametrize("spelling", ["::ffff:10.244.2.10", "010.244.002.010", "[::FFFF:0af4:020a]"])
+@pytest.mark.parametrize(
+    "spelling", ["::ffff:10.244.2.10", "010.244.002.010", "[::FFFF:0af4:020a]"]
+)
 async def test_other_spellings_of_an_ip_find_the_same_pod(
     client: httpx.AsyncClient, service: Service, spelling: str
 ) -> None:

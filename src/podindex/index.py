@@ -11,9 +11,9 @@ The rules (DESIGN.md, "Semantics that matter"):
   not ``hostNetwork``. Succeeded/Failed pods keep ``podIP`` in their status,
   but the address is free for reuse, so they hold nothing.
 * When several live pods of one cluster claim an IP (a missed delete, a late
-  event), the newest wins: later ``creationTimestamp``, then the one seen
-  first... last. Older claimants never displace it, whatever order events
-  arrive in. Claimants in two clusters make the IP ambiguous (409).
+  event), the newest wins: later ``creationTimestamp``, then on a tie the
+  one podindex first saw later. Older claimants never displace it, whatever
+  order events arrive in. Claimants in two clusters make the IP ambiguous (409).
 * Events for a deleted uid are ignored (uids are never reused), and an event
   whose integer resourceVersion is not newer than the one held is a replay.
   A relist (:meth:`Index.replace_pods`) is the truth and bypasses both.
@@ -149,6 +149,8 @@ class Index:
     def upsert_pod(self, cluster: str, pod: Pod, now: float, *, source: str = "watch") -> bool:
         """Apply an ADDED/MODIFIED pod. Returns False when ignored as stale."""
         key = (cluster, pod.metadata.uid)
+        if key in self._dead:
+            return False
         old = self.pods.get(key)
         if old is not None:
             new_rv = _rv(pod.metadata.resourceVersion)

@@ -88,7 +88,9 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _check_key(key: str) -> str:
-    if not key or len(key) > 316 or not _KEY_RE.match(key):
+    # A qualified name: an optional DNS-subdomain prefix (at most 253) and a name (at most 63).
+    prefix, _, name = key.rpartition("/")
+    if not key or len(name) > 63 or len(prefix) > 253 or not _KEY_RE.match(key):
         raise SelectorError(f"invalid label key {key!r}")
     return key
 
@@ -102,10 +104,10 @@ def _check_value(value: str) -> str:
 _SET_RE = re.compile(r"^\s*(\S+)\s+(in|notin)\s*\((.*)\)\s*$")
 
 
-def _parse_requirement(text: str) -> Requirement:
+def _parse_requirement(text: str, selector: str) -> Requirement:
     part = text.strip()
     if not part:
-        raise SelectorError("empty requirement (stray comma?)")
+        raise SelectorError(f"empty requirement in {selector!r} (stray comma?)")
     set_match = _SET_RE.match(part)
     if set_match:
         key, op, values = set_match.groups()
@@ -127,7 +129,7 @@ def parse_selector(text: str | None) -> Selector:
     """Parse a label selector; raise :class:`SelectorError` naming the bad part."""
     if text is None or not text.strip():
         return Selector()
-    return Selector(tuple(_parse_requirement(p) for p in _split_top_level(text)))
+    return Selector(tuple(_parse_requirement(p, text) for p in _split_top_level(text)))
 
 
 def selector_from_labels(labels: Mapping[str, str]) -> Selector:
