@@ -1,8 +1,9 @@
 """Memory per indexed pod: RSS of an Index of 100k realistic pods, divided by 100k.
 
 Each run is a fresh interpreter (``--child``): load the pods' JSON bytes,
-measure RSS, decode every pod with msgspec into ``podindex.model.Pod`` and
-apply them with ``Index.replace_pods`` (what the initial LIST does), drop
+measure RSS, decode the pods with msgspec into ``podindex.model.Pod`` in pages
+of 500, each trimmed with ``index.sharing.pod`` as the watcher does, and apply them
+with ``Index.replace_pods`` (what the initial LIST does), drop
 everything but the index, measure RSS again. The input bytes are part of the
 baseline, so the difference is the decoded pods plus the index (its lookup
 tables and the pre-encoded ``/pod`` answers). A second pass under tracemalloc
@@ -38,12 +39,15 @@ def child(n: int, trace: bool) -> dict[str, float]:
         tracemalloc.start()
     before = rss_kb()
     t0 = time.perf_counter()
-    pods = [decoder.decode(line) for line in lines]
+    index = Index()
+    pods: list[Pod] = []
+    for start in range(0, len(lines), 500):
+        page = [decoder.decode(line) for line in lines[start : start + 500]]
+        pods.extend(map(index.sharing.pod, page))
     decoded = time.perf_counter() - t0
     gc.collect()
     after_decode = rss_kb()
     traced_decode = tracemalloc.get_traced_memory()[0] if trace else 0
-    index = Index()
     t1 = time.perf_counter()
     index.replace_pods("default", pods, time.time())
     indexed = time.perf_counter() - t1

@@ -8,6 +8,7 @@ events a watch would deliver.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,12 @@ def changed(
     if labels is not None:
         meta.labels = labels
     if owners is not None:
-        meta.ownerReferences = owners
+        meta.ownerReferences = tuple(owners)
     if phase is not None:
         status.phase = phase
     if ips is not None:
         status.podIP = ips[0] if ips else ""
-        status.podIPs = [PodIP(ip) for ip in ips] if ips else None
+        status.podIPs = tuple(PodIP(ip) for ip in ips) if ips else None
     if node is not None:
         spec.nodeName = node
     if host_ip is not None:
@@ -128,14 +129,14 @@ def new_pod(
             resourceVersion=str(rv),
             creationTimestamp=created,
             labels=labels or {},
-            ownerReferences=owners or [],
+            ownerReferences=tuple(owners or ()),
         ),
         spec=PodSpec(nodeName=node, hostNetwork=host_network),
         status=PodStatus(
             phase=phase,
             hostIP=host_ip,
             podIP=ip_list[0] if ip_list else "",
-            podIPs=[PodIP(ip) for ip in ip_list] or None,
+            podIPs=tuple(PodIP(ip) for ip in ip_list) or None,
         ),
     )
 
@@ -833,3 +834,82 @@ def test_forget_cluster_drops_its_pods_and_answers() -> None:
     index.forget_cluster(C2, T0 + 1)
     assert index.lookup_ip("10.244.2.10", T0 + 1) is None
     assert index.clusters() == {C1}
+
+
+def test_status_only_events_keep_the_answer_and_the_version_moves() -> None:
+    index = Index()
+    pod = db0()
+    index.upsert_pod("c1", pod, T0)
+    before = index.get("c1", pod.metadata.uid)
+    assert before is not None
+    restarted = changed(pod, rv=int(pod.metadata.resourceVersion) + 5)
+    assert restarted.status.containerStatuses  # a real pod's, from the recording
+    restarted.status.containerStatuses[0].restartCount += 1
+    assert index.upsert_pod("c1", restarted, T0)
+    after = index.get("c1", pod.metadata.uid)
+    assert after is not None
+    assert after.body is before.body
+    assert after.resource_version == restarted.metadata.resourceVersion
+    # The next replay of the older version is still recognised as stale.
+    assert not index.upsert_pod("c1", pod, T0)
+    # Container statuses are not kept in the index.
+    assert after.pod.status.containerStatuses is None
+    assert pod.status.containerStatuses is not None  # the caller's object is untouched
+
+
+def test_version_only_comparison_covers_every_kept_metadata_field() -> None:
+    import inspect
+
+    from podindex import index as index_module
+
+    compared = set(
+        re.findall(r"a\.(\w+) == b\.", inspect.getsource(index_module._same_but_version))
+    )
+    assert compared | {"resourceVersion"} == set(ObjectMeta.__struct_fields__)
+
+
+def test_shared_values_are_forgotten_when_no_pod_uses_them() -> None:
+    index = Index(grace_seconds=0.0)
+    pods = [
+        new_pod(
+            f"p{i}",
+            f"u{i}",
+            labels={"app.kubernetes.io/name": f"app-{i}"},
+            ips=[f"10.9.{i // 250}.{i % 250}"],
+        )
+        for i in range(3000)
+    ]
+    for pod in pods:
+        index.upsert_pod("c1", pod, T0)
+    assert len(index.sharing) >= 3000
+    survivor = index.get("c1", "u0")
+    assert survivor is not None
+    for pod in pods[1:]:
+        index.delete_pod("c1", pod, T0)
+    index.expire(T0 + 1)
+    index.sharing.prune()
+    assert len(index.sharing) < 10
+    # What a live pod uses stays shared and intact.
+    again = new_pod("q", "u-new", labels={"app.kubernetes.io/name": "app-0"}, ips=["10.8.0.1"])
+    index.upsert_pod("c1", again, T0 + 2)
+    kept = index.get("c1", "u-new")
+    assert kept is not None
+    assert kept.pod.metadata.labels is survivor.pod.metadata.labels
+    assert kept.workload is survivor.workload
+
+
+def test_pods_of_one_replicaset_share_their_values() -> None:
+    index = Index()
+    first = new_pod(
+        "web-a", "ua", labels={"app": "web", "pod-template-hash": "h1"}, ips=["10.7.0.1"]
+    )
+    second = new_pod(
+        "web-b", "ub", labels={"app": "web", "pod-template-hash": "h1"}, ips=["10.7.0.2"]
+    )
+    index.upsert_pod("c1", first, T0)
+    index.upsert_pod("c1", second, T0)
+    a, b = index.get("c1", "ua"), index.get("c1", "ub")
+    assert a is not None and b is not None
+    assert a.pod.metadata.labels is b.pod.metadata.labels
+    assert a.pod.metadata.namespace is b.pod.metadata.namespace
+    assert first.metadata.labels is not second.metadata.labels  # the inputs were separate

@@ -14,12 +14,7 @@ import time
 
 import msgspec
 
-from podindex.model import Pod, PodState, Workload
-
-
-class ContainerAnswer(msgspec.Struct, gc=False):
-    name: str
-    image: str
+from podindex.model import Container, Pod, PodState, Workload
 
 
 class OwnerAnswer(msgspec.Struct, gc=False):
@@ -52,7 +47,8 @@ class PodAnswer(msgspec.Struct, gc=False):
     workload: WorkloadAnswer | None
     selector_labels: dict[str, str]
     owner: OwnerAnswer | None
-    containers: list[ContainerAnswer]
+    containers: tuple[Container, ...]
+    """``Container`` encodes as ``{"name", "image"}``, the answer's shape."""
     creation_timestamp: str | None
     start_time: str | None
     deletion_timestamp: str | None
@@ -113,35 +109,39 @@ def pod_answer(
         ref = next((r for r in meta.ownerReferences if r.controller), meta.ownerReferences[0])
         owner = OwnerAnswer(kind=ref.kind, name=ref.name, uid=ref.uid)
     status = pod.status
-    declared = (
-        [p.ip for p in status.podIPs] if status.podIPs else ([status.podIP] if status.podIP else [])
-    )
-    shown_ips = ips or declared
+    spec = pod.spec
+    if not ips:  # a released or terminal pod: show what its status declared
+        ips = (
+            [p.ip for p in status.podIPs]
+            if status.podIPs
+            else ([status.podIP] if status.podIP else [])
+        )
+    # Positional: this runs for every pod change, and keywords cost a quarter of it.
     answer = PodAnswer(
-        cluster=cluster,
-        name=meta.name,
-        namespace=meta.namespace,
-        uid=meta.uid,
-        state="terminated" if released_at is not None else "live",
-        phase=status.phase,
-        pod_ip=shown_ips[0] if shown_ips else None,
-        pod_ips=shown_ips,
-        node_name=pod.spec.nodeName,
-        host_ip=status.hostIP,
-        host_network=pod.spec.hostNetwork,
-        labels=meta.labels,
-        annotations=meta.annotations,
-        identity=workload.identity,
-        identity_source=workload.identity_source,
-        workload=WorkloadAnswer(kind=workload.kind, name=workload.name) if workload.kind else None,
-        selector_labels=workload.selector_labels,
-        owner=owner,
-        containers=[ContainerAnswer(name=c.name, image=c.image) for c in pod.spec.containers or ()],
-        creation_timestamp=meta.creationTimestamp,
-        start_time=status.startTime,
-        deletion_timestamp=meta.deletionTimestamp,
-        released_at=released_at,
-        source=source,
+        cluster,
+        meta.name,
+        meta.namespace,
+        meta.uid,
+        "terminated" if released_at is not None else "live",
+        status.phase,
+        ips[0] if ips else None,
+        ips,
+        spec.nodeName,
+        status.hostIP,
+        spec.hostNetwork,
+        meta.labels,
+        meta.annotations,
+        workload.identity,
+        workload.identity_source,
+        WorkloadAnswer(workload.kind, workload.name) if workload.kind else None,
+        workload.selector_labels,
+        owner,
+        spec.containers or (),
+        meta.creationTimestamp,
+        status.startTime,
+        meta.deletionTimestamp,
+        released_at,
+        source,
     )
     return _encoder.encode(answer)
 

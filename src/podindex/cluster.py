@@ -109,6 +109,7 @@ class ClusterSync:
             PodList,
             PodSink(index, cluster_id, clock),
             label_selector=opts.label_selector,
+            trim=index.sharing.pod,
             **common,  # type: ignore[arg-type]
         )
         self.replicasets: Watcher[PartialObjectMetadata] = Watcher(

@@ -36,8 +36,9 @@ import msgspec
 from podindex import answers
 from podindex.addresses import normalise_ip
 from podindex.identity import controller_of, resolve_workload
-from podindex.model import OwnerRecord, Pod, PodKey, Workload
+from podindex.model import ObjectMeta, OwnerRecord, Pod, PodKey, Workload
 from podindex.selectors import Selector
+from podindex.sharing import ValueSharing, kept_status_equal
 
 HOLDING_PHASES: Final = frozenset({"Pending", "Running", ""})
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
@@ -66,6 +67,8 @@ class PodRecord(msgspec.Struct, gc=False):
     body: bytes
     seq: int
     source: str
+    resource_version: str
+    """Of the last event applied; ``pod`` is kept from the last event that changed it."""
 
     @property
     def cluster(self) -> str:
@@ -116,6 +119,24 @@ def host_network_ip(pod: Pod) -> str:
     return normalise_ip(pod.status.hostIP or pod.status.podIP or "") or ""
 
 
+def _same_but_version(kept: Pod, new: Pod) -> bool:
+    """Every field podindex keeps is equal, the resourceVersion aside."""
+    if kept.spec != new.spec or not kept_status_equal(kept.status, new.status):
+        return False
+    a, b = kept.metadata, new.metadata
+    return (
+        a.uid == b.uid
+        and a.name == b.name
+        and a.namespace == b.namespace
+        and a.labels == b.labels
+        and a.annotations == b.annotations
+        and a.ownerReferences == b.ownerReferences
+        and a.creationTimestamp == b.creationTimestamp
+        and a.deletionTimestamp == b.deletionTimestamp
+        and a.deletionGracePeriodSeconds == b.deletionGracePeriodSeconds
+    )
+
+
 def _rv(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
@@ -140,7 +161,8 @@ class Index:
         self._by_node: dict[str, set[PodKey]] = {}
         self._by_label: dict[tuple[str, str], set[PodKey]] = {}
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
-        self._by_owner_uid: dict[tuple[str, str], set[PodKey]] = {}
+        self.sharing = ValueSharing()
+        """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
         self._dead: dict[PodKey, float] = {}
         self._dead_queue: deque[tuple[float, PodKey]] = deque()
 
@@ -154,7 +176,7 @@ class Index:
         old = self.pods.get(key)
         if old is not None:
             new_rv = _rv(pod.metadata.resourceVersion)
-            old_rv = _rv(old.pod.metadata.resourceVersion)
+            old_rv = _rv(old.resource_version)
             if new_rv is not None and old_rv is not None and new_rv <= old_rv:
                 return False
         self._store(key, pod, old, now, source)
@@ -207,24 +229,28 @@ class Index:
                 self._mark_dead(key, now)
 
     def upsert_owner(self, owner: OwnerRecord) -> None:
-        self.owners.setdefault(owner.cluster, {})[owner.uid] = owner
-        self._refresh_owned(owner.cluster, owner.uid)
+        table = self.owners.setdefault(owner.cluster, {})
+        # Most ReplicaSet events are status (replica counts): nothing the walk reads.
+        if table.get(owner.uid) != owner:
+            table[owner.uid] = owner
+            self._refresh_owned(owner.cluster, owner.namespace, owner.uid)
 
     def delete_owner(self, cluster: str, uid: str) -> None:
-        if self.owners.get(cluster, {}).pop(uid, None) is not None:
-            self._refresh_owned(cluster, uid)
+        owner = self.owners.get(cluster, {}).pop(uid, None)
+        if owner is not None:
+            self._refresh_owned(cluster, owner.namespace, uid)
 
     def replace_owners(self, cluster: str, kind: str, owners: Iterable[OwnerRecord]) -> None:
         """Reconcile ReplicaSets or Jobs of a cluster with a fresh LIST."""
         table = self.owners.setdefault(cluster, {})
         fresh = {o.uid: o for o in owners}
-        changed = [u for u, o in table.items() if o.kind == kind and fresh.get(u) != o]
-        changed += [u for u, o in fresh.items() if table.get(u) != o]
+        changed = {o for o in table.values() if o.kind == kind and fresh.get(o.uid) != o}
+        changed |= {o for o in fresh.values() if table.get(o.uid) != o}
         for uid in [u for u, o in table.items() if o.kind == kind]:
             del table[uid]
         table.update(fresh)
-        for uid in set(changed):
-            self._refresh_owned(cluster, uid)
+        for owner in changed:
+            self._refresh_owned(cluster, owner.namespace, owner.uid)
 
     def forget_cluster(self, cluster: str, now: float) -> None:
         """Drop every pod of a cluster (its integration was removed)."""
@@ -244,6 +270,7 @@ class Index:
             if release is not None and release.deadline <= now:
                 del self._released[ip]
                 self._refresh_ip(ip, now)
+        self.sharing.prune_if_due()
         dead_queue = self._dead_queue
         while dead_queue and dead_queue[0][0] <= now:
             _, key = dead_queue.popleft()
@@ -322,8 +349,26 @@ class Index:
 
     # --- internals ----------------------------------------------------------
 
-    def _make_record(self, key: PodKey, pod: Pod, seq: int, source: str) -> PodRecord:
-        workload = resolve_workload(pod.metadata, self.owners.get(key[0], {}))
+    def _workload(self, meta: ObjectMeta, cluster: str) -> Workload:
+        workload = resolve_workload(meta, self.owners.get(cluster, {}))
+        if workload.identity_source == "pod":
+            return workload  # a bare pod's identity is its own: nothing to share
+        return self.sharing.workload(workload)
+
+    def _make_record(
+        self, key: PodKey, pod: Pod, seq: int, source: str, old: PodRecord | None = None
+    ) -> PodRecord:
+        """The record for ``pod``; keeps ``old``'s pod, body and tables when only the version moved.
+
+        Container statuses are not kept (they are most of a pod's status and
+        most of its events: readiness, restarts); what remains is compared
+        with ``old``, so a status-only event costs a comparison, not a rebuild.
+        """
+        version = pod.metadata.resourceVersion
+        if old is not None and old.source == source and _same_but_version(old.pod, pod):
+            return msgspec.structs.replace(old, seq=seq, resource_version=version)
+        pod = self.sharing.pod(pod)
+        workload = self._workload(pod.metadata, key[0])
         ips = held_ips(pod)
         body = answers.pod_answer(key[0], pod, list(ips), workload, source=source)
         return PodRecord(
@@ -335,6 +380,7 @@ class Index:
             body=body,
             seq=seq,
             source=source,
+            resource_version=version,
         )
 
     def _store(self, key: PodKey, pod: Pod, old: PodRecord | None, now: float, source: str) -> None:
@@ -343,7 +389,11 @@ class Index:
             seq = self._seq
         else:
             seq = old.seq
-        record = self._make_record(key, pod, seq, source)
+        record = self._make_record(key, pod, seq, source, old)
+        if old is not None and record.body is old.body:
+            # Same answer, same keys: every table already points at this pod's key.
+            self.pods[key] = record
+            return
         if old is not None:
             self._unlink(old, record, now)
         self.pods[key] = record
@@ -366,10 +416,6 @@ class Index:
         wkey = self._workload_key(record)
         if old is None or self._workload_key(old) != wkey:
             self._by_workload.setdefault(wkey, set()).add(key)
-        ref = controller_of(meta)
-        old_ref = controller_of(old_meta) if old_meta is not None else None
-        if ref is not None and (old_ref is None or old_ref.uid != ref.uid):
-            self._by_owner_uid.setdefault((cluster, ref.uid), set()).add(key)
         old_ips = old.ips if old is not None else ()
         for ip in record.ips:
             if ip not in old_ips:
@@ -409,10 +455,6 @@ class Index:
         wkey = self._workload_key(old)
         if new is None or self._workload_key(new) != wkey:
             _discard(self._by_workload, wkey, key)
-        ref = controller_of(meta)
-        new_ref = controller_of(new_meta) if new_meta is not None else None
-        if ref is not None and (new_ref is None or new_ref.uid != ref.uid):
-            _discard(self._by_owner_uid, (cluster, ref.uid), key)
         new_ips = new.ips if new is not None else ()
         for ip in old.ips:
             if ip not in new_ips:
@@ -517,10 +559,18 @@ class Index:
         w = record.workload
         return (record.key[0], record.namespace, w.kind, w.name)
 
-    def _refresh_owned(self, cluster: str, owner_uid: str) -> None:
-        for key in list(self._by_owner_uid.get((cluster, owner_uid), ())):
+    def _refresh_owned(self, cluster: str, namespace: str, owner_uid: str) -> None:
+        """Recompute identities of the pods an owner controls (it appeared, changed or went).
+
+        A scan of the owner's namespace: owner changes are rare next to pod
+        events, and a per-owner table would cost every pod ~300 bytes.
+        """
+        for key in [k for k in self._by_namespace.get(namespace, ()) if k[0] == cluster]:
             record = self.pods[key]
-            workload = resolve_workload(record.pod.metadata, self.owners.get(cluster, {}))
+            ref = controller_of(record.pod.metadata)
+            if ref is None or ref.uid != owner_uid:
+                continue
+            workload = self._workload(record.pod.metadata, cluster)
             if workload != record.workload:
                 refreshed = self._make_record(key, record.pod, record.seq, record.source)
                 self._unlink(record, refreshed, 0.0)

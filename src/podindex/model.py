@@ -3,8 +3,12 @@
 Watch traffic is decoded straight into these msgspec Structs: only the fields
 podindex uses are kept (``managedFields``, volumes, tolerations and the rest of
 a pod are skipped by the decoder without being materialised). ``gc=False``
-because the structs hold only strings, numbers, dicts and other structs, never
-cycles, and 100k tracked objects would otherwise slow every GC pass.
+because the structs hold only strings, numbers, dicts, tuples and other
+structs, never cycles. Arrays are tuples, not lists, for the same reason: a
+list is always tracked by the garbage collector, a tuple of untracked objects
+is untracked after its first collection. With lists, 100k pods meant ~700k
+tracked objects and every allocation-triggered collection walked them all
+(measured: decode 36 µs/pod with the collector on, 18 µs with it off).
 
 Nothing here imports the rest of podindex: it is the bottom layer.
 """
@@ -34,7 +38,7 @@ class ObjectMeta(msgspec.Struct, gc=False):
     deletionGracePeriodSeconds: int | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
-    ownerReferences: list[OwnerReference] = []
+    ownerReferences: tuple[OwnerReference, ...] = ()
 
 
 class Container(msgspec.Struct, gc=False):
@@ -45,8 +49,8 @@ class Container(msgspec.Struct, gc=False):
 class PodSpec(msgspec.Struct, gc=False):
     nodeName: str = ""
     hostNetwork: bool = False
-    containers: list[Container] | None = None
-    initContainers: list[Container] | None = None
+    containers: tuple[Container, ...] | None = None
+    initContainers: tuple[Container, ...] | None = None
     restartPolicy: str = ""
 
 
@@ -91,23 +95,16 @@ class ContainerStatus(msgspec.Struct, gc=False):
     lastState: ContainerState | None = None
 
 
-class PodCondition(msgspec.Struct, gc=False):
-    type: str = ""
-    status: str = ""
-    reason: str = ""
-
-
 class PodStatus(msgspec.Struct, gc=False):
     phase: str = ""
     reason: str = ""
     message: str = ""
     hostIP: str = ""
     podIP: str = ""
-    podIPs: list[PodIP] | None = None
+    podIPs: tuple[PodIP, ...] | None = None
     startTime: str | None = None
-    conditions: list[PodCondition] | None = None
-    containerStatuses: list[ContainerStatus] | None = None
-    initContainerStatuses: list[ContainerStatus] | None = None
+    containerStatuses: tuple[ContainerStatus, ...] | None = None
+    initContainerStatuses: tuple[ContainerStatus, ...] | None = None
 
 
 class Pod(msgspec.Struct, gc=False):

@@ -32,10 +32,17 @@ class Service:
     def __post_init__(self) -> None:
         self.index = Index(grace_seconds=self.settings.grace_period)
 
+    _ready: bool = field(default=False, init=False)
+
     @property
     def ready(self) -> bool:
-        """Every configured cluster finished its initial sync (and there is one)."""
-        return bool(self.clusters) and all(c.ready for c in self.clusters.values())
+        """Every configured cluster finished its initial sync (and there is one).
+
+        Asked on every lookup: once true it stays true until a cluster is added.
+        """
+        if not self._ready:
+            self._ready = bool(self.clusters) and all(c.ready for c in self.clusters.values())
+        return self._ready
 
     async def resolve_access(self) -> ClusterAccess:
         s = self.settings
@@ -63,6 +70,7 @@ class Service:
             ),
         )
         self.clusters[cluster_id] = sync
+        self._ready = False
         return sync
 
     async def run(self) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from podindex.addresses import normalise_ip
 from podindex.answers import error_body
 from podindex.api.metrics import Metrics
+from podindex.index import NEVER
 from podindex.service import Service
 
 Scope = MutableMapping[str, Any]
@@ -39,24 +40,28 @@ def ip_parameter(query_string: bytes) -> str | None:
     return values[0] if values else None
 
 
-def answer_ip(service: Service, raw: str | None, now: float) -> tuple[int, bytes]:
-    """Status and body for a lookup of ``raw``; pure apart from reading the index."""
+def answer_ip(service: Service, raw: str | None, now: float | None = None) -> tuple[int, bytes]:
+    """Status and body for a lookup of ``raw``; pure apart from reading the index.
+
+    The clock is read only for an answer that expires (an IP in its grace period).
+    """
     if not service.ready:
         return 503, _NOT_READY
     if raw is None or raw == "":
         return 400, _MISSING
-    index = service.index
-    found = index.lookup_ip(raw, now)
-    if found is not None:
-        return found
-    canonical = normalise_ip(raw)
-    if canonical is None:
-        return 400, error_body("invalid_ip", f"{raw[:64]!r} is not an IPv4 or IPv6 address")
-    if canonical != raw:
-        found = index.lookup_ip(canonical, now)
-        if found is not None:
-            return found
-    return 404, error_body("not_found", f"no pod holds IP {canonical}")
+    table = service.index.answers
+    found = table.get(raw)
+    if found is None:
+        canonical = normalise_ip(raw)
+        if canonical is None:
+            return 400, error_body("invalid_ip", f"{raw[:64]!r} is not an IPv4 or IPv6 address")
+        found = table.get(canonical) if canonical != raw else None
+        if found is None:
+            return 404, error_body("not_found", f"no pod holds IP {canonical}")
+    status, body, valid_until = found
+    if valid_until != NEVER and valid_until <= (time.time() if now is None else now):
+        return 404, error_body("not_found", f"no pod holds IP {raw[:64]}")
+    return status, body
 
 
 class LookupFastPath:
@@ -65,7 +70,7 @@ class LookupFastPath:
     def __init__(self, app: ASGIApp, service: Service, metrics: Metrics) -> None:
         self.app = app
         self.service = service
-        self.outcomes = metrics.lookup_outcome
+        self.outcomes = metrics.lookup_outcomes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -79,8 +84,8 @@ class LookupFastPath:
         ):
             await self.app(scope, receive, send)
             return
-        status, body = answer_ip(self.service, ip_parameter(scope["query_string"]), time.time())
-        self.outcomes[status].inc()
+        status, body = answer_ip(self.service, ip_parameter(scope["query_string"]))
+        self.outcomes[status] += 1
         await send(
             {
                 "type": "http.response.start",

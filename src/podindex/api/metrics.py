@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -62,27 +62,30 @@ class ServiceCollector(Collector):
         yield synced
 
 
+_OUTCOMES = {200: "found", 400: "bad_request", 404: "not_found", 409: "ambiguous", 503: "not_ready"}
+
+
 class Metrics:
     def __init__(self, service: Service) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServiceCollector(service))
-        self.lookups = Counter(
-            "podindex_lookups",
-            "IP lookups by outcome",
-            ["outcome"],
-            registry=self.registry,
-        )
-        # Children cached: labels() costs more than the increment itself.
-        self.lookup_outcome = {
-            status: self.lookups.labels(outcome)
-            for status, outcome in (
-                (200, "found"),
-                (400, "bad_request"),
-                (404, "not_found"),
-                (409, "ambiguous"),
-                (503, "not_ready"),
-            )
-        }
+        self.lookup_outcomes: dict[int, int] = dict.fromkeys(_OUTCOMES, 0)
+        """Lookups by HTTP status. Plain ints: the hot path cannot afford a lock per request
+        (one event loop thread increments them; a scrape reads them)."""
+        self.registry.register(LookupCollector(self.lookup_outcomes))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class LookupCollector(Collector):
+    def __init__(self, outcomes: dict[int, int]) -> None:
+        self.outcomes = outcomes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "podindex_lookups", "IP lookups by outcome", labels=["outcome"]
+        )
+        for status, outcome in _OUTCOMES.items():
+            family.add_metric([outcome], self.outcomes[status])
+        yield family

@@ -36,7 +36,7 @@ import msgspec
 
 from podindex.kube.client import KubeClient, Resource
 from podindex.kube.errors import ApiError, Gone, KubeError, StreamStalled, TransportError, api_error
-from podindex.model import ListMeta, ObjectMeta, RawWatchEvent, Status
+from podindex.model import ListMeta, ObjectMeta, RawWatchEvent, Status, WatchEventType
 
 log = logging.getLogger("podindex.watch")
 
@@ -95,11 +95,23 @@ _status_decoder = msgspec.json.Decoder(Status)
 _event_decoder = msgspec.json.Decoder(RawWatchEvent)
 
 
+class _TypedEvent(msgspec.Struct, Generic[T], gc=False):
+    type: WatchEventType
+    object: T
+
+
 class WatchDriver(Generic[T]):
-    """Parses watch-event lines and tracks the last resourceVersion. No I/O."""
+    """Parses watch-event lines and tracks the last resourceVersion. No I/O.
+
+    A line is decoded once, straight into the typed event; only a line that
+    does not fit (an ERROR event carries a Status, not the object) is decoded
+    a second time, generically.
+    """
 
     def __init__(self, item_type: type[T], resource_version: str) -> None:
-        self._item_decoder = msgspec.json.Decoder(item_type)
+        self._typed_decoder: msgspec.json.Decoder[_TypedEvent[T]] = msgspec.json.Decoder(
+            _TypedEvent[item_type]  # type: ignore[valid-type]
+        )
         self.resource_version = resource_version
         self.bookmarks = 0
 
@@ -109,10 +121,16 @@ class WatchDriver(Generic[T]):
         Raises :class:`Gone` (or another ApiError) for an ERROR event and
         ``msgspec.DecodeError`` for a line that is not a watch event.
         """
-        event = _event_decoder.decode(line)
-        if event.type == "ERROR":
-            raise api_error(_status_decoder.decode(event.object))
-        item = self._item_decoder.decode(event.object)
+        try:
+            event = self._typed_decoder.decode(line)
+        except msgspec.ValidationError:
+            raw = _event_decoder.decode(line)
+            if raw.type == "ERROR":
+                raise api_error(_status_decoder.decode(raw.object)) from None
+            raise
+        if event.type == "ERROR":  # a Status that happened to fit the object's shape
+            raise api_error(_status_decoder.decode(_event_decoder.decode(line).object))
+        item = event.object
         version = item.metadata.resourceVersion
         if version:
             self.resource_version = version
@@ -158,6 +176,7 @@ class Watcher(Generic[T]):
         backoff: BackoffPolicy | None = None,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        trim: Callable[[T], T] | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -172,6 +191,8 @@ class Watcher(Generic[T]):
         self.backoff = backoff or capped_backoff(rng=rng)
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
+        self.trim = trim
+        """Applied to each listed object as its page is decoded, to drop what the sink won't keep."""
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.stats = WatchStats()
@@ -194,7 +215,8 @@ class Watcher(Generic[T]):
                 while True:
                     body = await self.client.list_page(self.resource, self.namespace, params)
                     page = self.list_decoder.decode(body)
-                    items.extend(page.items or ())
+                    page_items = page.items or ()
+                    items.extend(map(self.trim, page_items) if self.trim else page_items)
                     meta = page.metadata
                     if not meta.continue_:
                         break

@@ -1,0 +1,148 @@
+"""The form in which the index keeps a pod: trimmed, and sharing what pods have in common.
+
+A ReplicaSet's pods carry identical label and annotation maps, owner
+references, container lists, workload identities, namespace, node and phase
+strings; decoded
+separately, each pod holds its own copies (~1.3 KB of 100k-pod RSS per pod).
+:class:`ValueSharing` hands out one shared object per distinct value. Shared
+objects are never mutated: index records are replaced, not edited.
+
+Container statuses are dropped: they are most of a pod's status, no lookup
+reads them, and keeping them would cost ~1.4 KB per pod.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+import msgspec
+
+from podindex.model import Container, OwnerReference, Pod, PodStatus, Workload
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class ValueSharing:
+    """Interns values among the pods of one index; forgets those no pod uses."""
+
+    def __init__(self) -> None:
+        self._maps: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._owners: dict[tuple[OwnerReference, ...], tuple[OwnerReference, ...]] = {}
+        self._containers: dict[tuple[tuple[str, str], ...], tuple[Container, ...]] = {}
+        self._workloads: dict[tuple[object, ...], Workload] = {}
+        self._prune_at = 4096
+
+    def pod(self, pod: Pod) -> Pod:
+        """A copy of ``pod`` to keep: no container statuses, repeated values shared."""
+        meta, spec, status = pod.metadata, pod.spec, pod.status
+        intern = sys.intern
+        kept_meta = msgspec.structs.replace(
+            meta,
+            namespace=intern(meta.namespace),
+            creationTimestamp=_intern_optional(meta.creationTimestamp),
+            labels=self._map(meta.labels),
+            annotations=self._map(meta.annotations),
+            ownerReferences=_shared(self._owners, meta.ownerReferences, meta.ownerReferences),
+        )
+        kept_spec = msgspec.structs.replace(
+            spec,
+            nodeName=intern(spec.nodeName),
+            containers=self._container_list(spec.containers),
+            initContainers=self._container_list(spec.initContainers),
+            restartPolicy=intern(spec.restartPolicy),
+        )
+        kept_status = msgspec.structs.replace(
+            status,
+            phase=intern(status.phase),
+            hostIP=intern(status.hostIP),
+            startTime=_intern_optional(status.startTime),
+            containerStatuses=None,
+            initContainerStatuses=None,
+        )
+        self.prune_if_due()
+        return Pod(metadata=kept_meta, spec=kept_spec, status=kept_status)
+
+    def workload(self, workload: Workload) -> Workload:
+        """The shared instance equal to ``workload`` (a Deployment's pods share one)."""
+        key = (
+            workload.identity,
+            workload.identity_source,
+            workload.kind,
+            workload.name,
+            tuple(workload.selector_labels.items()),
+        )
+        return self._workloads.setdefault(key, workload)
+
+    def prune_if_due(self) -> None:
+        if len(self) > self._prune_at:
+            self.prune()
+
+    def _map(self, values: dict[str, str]) -> dict[str, str]:
+        if not values:
+            return _EMPTY
+        key = tuple(values.items())
+        shared = self._maps.get(key)
+        if shared is None:
+            intern = sys.intern
+            shared = {intern(k): intern(v) for k, v in key}
+            self._maps[key] = shared
+        return shared
+
+    def _container_list(
+        self, containers: tuple[Container, ...] | None
+    ) -> tuple[Container, ...] | None:
+        if containers is None:
+            return None
+        key = tuple((c.name, c.image) for c in containers)
+        shared = self._containers.get(key)
+        if shared is None:
+            shared = tuple(Container(name=sys.intern(n), image=sys.intern(i)) for n, i in key)
+            self._containers[key] = shared
+        return shared
+
+    def prune(self) -> None:
+        """Forget values only the caches still hold (amortised: the bound doubles)."""
+        _prune(self._maps)
+        _prune(self._owners)
+        _prune(self._containers)
+        _prune(self._workloads)
+        self._prune_at = max(4096, 2 * len(self))
+
+    def __len__(self) -> int:
+        return len(self._maps) + len(self._owners) + len(self._containers) + len(self._workloads)
+
+
+_EMPTY: dict[str, str] = {}
+"""Shared by every pod without labels (or annotations); never mutated."""
+
+
+def _prune(cache: dict[_K, _V]) -> None:
+    for key in list(cache):
+        # The cache's reference and getrefcount's argument: nobody else's.
+        if sys.getrefcount(cache[key]) <= 2:
+            del cache[key]
+
+
+def _intern_optional(text: str | None) -> str | None:
+    return sys.intern(text) if text is not None else None
+
+
+def _shared(cache: dict[_V, _V], key: _V, value: _V) -> _V:
+    return cache.setdefault(key, value)
+
+
+def kept_status_equal(a: PodStatus, b: PodStatus) -> bool:
+    """Equal in every status field the index keeps (container statuses aside)."""
+    return (
+        a.phase == b.phase
+        and a.podIP == b.podIP
+        and a.podIPs == b.podIPs
+        and a.hostIP == b.hostIP
+        and a.startTime == b.startTime
+        and a.reason == b.reason
+        and a.message == b.message
+    )
