@@ -52,8 +52,9 @@ NameKey = tuple[str, str, str]
 WorkloadKey = tuple[str, str, str, str]
 """(cluster, namespace, kind, name)"""
 
-Answer = tuple[int, bytes, float]
-"""(HTTP status, body, valid until): what ``GET /pod?ip=`` returns."""
+Answer = bytes | tuple[int, bytes, float]
+"""What ``GET /pod?ip=`` returns: the body of a 200 that does not expire (nearly every
+answer, so no tuple is spent on it), else (HTTP status, body, valid until)."""
 
 
 class PodRecord(msgspec.Struct, gc=False):
@@ -233,12 +234,12 @@ class Index:
         # Most ReplicaSet events are status (replica counts): nothing the walk reads.
         if table.get(owner.uid) != owner:
             table[owner.uid] = owner
-            self._refresh_owned(owner.cluster, owner.namespace, owner.uid)
+            self._refresh_owned(owner.cluster, owner.namespace, {owner.uid})
 
     def delete_owner(self, cluster: str, uid: str) -> None:
         owner = self.owners.get(cluster, {}).pop(uid, None)
         if owner is not None:
-            self._refresh_owned(cluster, owner.namespace, uid)
+            self._refresh_owned(cluster, owner.namespace, {uid})
 
     def replace_owners(self, cluster: str, kind: str, owners: Iterable[OwnerRecord]) -> None:
         """Reconcile ReplicaSets or Jobs of a cluster with a fresh LIST."""
@@ -249,8 +250,11 @@ class Index:
         for uid in [u for u, o in table.items() if o.kind == kind]:
             del table[uid]
         table.update(fresh)
+        by_namespace: dict[str, set[str]] = {}
         for owner in changed:
-            self._refresh_owned(cluster, owner.namespace, owner.uid)
+            by_namespace.setdefault(owner.namespace, set()).add(owner.uid)
+        for namespace, uids in by_namespace.items():
+            self._refresh_owned(cluster, namespace, uids)
 
     def forget_cluster(self, cluster: str, now: float) -> None:
         """Drop every pod of a cluster (its integration was removed)."""
@@ -283,7 +287,11 @@ class Index:
     def lookup_ip(self, ip: str, now: float) -> tuple[int, bytes] | None:
         """The answer for a canonical IP, or None when no pod holds or recently held it."""
         found = self.answers.get(ip)
-        if found is None or found[2] <= now:
+        if found is None:
+            return None
+        if isinstance(found, bytes):
+            return 200, found
+        if found[2] <= now:
             return None
         return found[0], found[1]
 
@@ -517,7 +525,7 @@ class Index:
         winners = self._winners(ip)
         if len(winners) == 1:
             (record,) = winners.values()
-            self.answers[ip] = (200, record.body, NEVER)
+            self.answers[ip] = record.body
             return
         if winners:
             bodies = [winners[c].body for c in sorted(winners)]
@@ -530,7 +538,7 @@ class Index:
         hosts = self._host_ips.get(ip)
         if hosts:
             status, body = self._node_body(ip, hosts)
-            self.answers[ip] = (status, body, NEVER)
+            self.answers[ip] = body if status == 200 else (status, body, NEVER)
             return
         self.answers.pop(ip, None)
 
@@ -559,8 +567,8 @@ class Index:
         w = record.workload
         return (record.key[0], record.namespace, w.kind, w.name)
 
-    def _refresh_owned(self, cluster: str, namespace: str, owner_uid: str) -> None:
-        """Recompute identities of the pods an owner controls (it appeared, changed or went).
+    def _refresh_owned(self, cluster: str, namespace: str, owner_uids: set[str]) -> None:
+        """Recompute identities of the pods these owners control (they appeared, changed or went).
 
         A scan of the owner's namespace: owner changes are rare next to pod
         events, and a per-owner table would cost every pod ~300 bytes.
@@ -568,7 +576,7 @@ class Index:
         for key in [k for k in self._by_namespace.get(namespace, ()) if k[0] == cluster]:
             record = self.pods[key]
             ref = controller_of(record.pod.metadata)
-            if ref is None or ref.uid != owner_uid:
+            if ref is None or ref.uid not in owner_uids:
                 continue
             workload = self._workload(record.pod.metadata, cluster)
             if workload != record.workload:

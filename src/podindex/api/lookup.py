@@ -58,6 +58,8 @@ def answer_ip(service: Service, raw: str | None, now: float | None = None) -> tu
         found = table.get(canonical) if canonical != raw else None
         if found is None:
             return 404, error_body("not_found", f"no pod holds IP {canonical}")
+    if isinstance(found, bytes):
+        return 200, found
     status, body, valid_until = found
     if valid_until != NEVER and valid_until <= (time.time() if now is None else now):
         return 404, error_body("not_found", f"no pod holds IP {raw[:64]}")

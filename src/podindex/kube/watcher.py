@@ -209,6 +209,7 @@ class Watcher(Generic[T]):
         """
         while True:
             items: list[T] = []
+            pages = 0
             params = self._scope_params()
             params["limit"] = str(self.page_size)
             try:
@@ -220,6 +221,14 @@ class Watcher(Generic[T]):
                     meta = page.metadata
                     if not meta.continue_:
                         break
+                    pages += 1
+                    if pages % 20 == 0:  # initial-sync progress for an operator watching the log
+                        log.info(
+                            "%s: listed %d so far, about %s to go",
+                            self.name,
+                            len(items),
+                            meta.remainingItemCount if meta.remainingItemCount is not None else "?",
+                        )
                     params["continue"] = meta.continue_
             except Gone:
                 self.stats.relists_410 += 1
