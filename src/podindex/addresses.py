@@ -9,16 +9,28 @@ IPv4 octets are read as decimal, as Kubernetes' own ``ParseIPSloppy`` does.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
-@lru_cache(maxsize=65536)
+
 def normalise_ip(text: str) -> str | None:
     """The canonical text of an IP address, or ``None`` if ``text`` is not one.
 
-    Cached: the same few thousand addresses arrive again and again, and the
-    parse costs more than the lookup it guards.
+    An address already canonical (every pod IPv4 the API server writes) is
+    returned as the same object, so the index shares the pod's string.
     """
+    if _CANONICAL_V4.fullmatch(text):
+        return text
+    return _normalise_other(text)
+
+
+@lru_cache(maxsize=65536)
+def _normalise_other(text: str) -> str | None:
+    # Cached: the same spellings arrive again and again, and the parse costs
+    # more than the lookup it guards.
     candidate = text.strip()
     if candidate.startswith("[") and candidate.endswith("]"):
         candidate = candidate[1:-1]

@@ -26,6 +26,10 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
+class KeptPod(Pod, gc=False):
+    """A pod in the form the index keeps; :meth:`ValueSharing.pod` passes one through."""
+
+
 class ValueSharing:
     """Interns values among the pods of one index; forgets those no pod uses."""
 
@@ -38,6 +42,8 @@ class ValueSharing:
 
     def pod(self, pod: Pod) -> Pod:
         """A copy of ``pod`` to keep: no container statuses, repeated values shared."""
+        if isinstance(pod, KeptPod):  # trimmed already, as the watcher does for LIST pages
+            return pod
         meta, spec, status = pod.metadata, pod.spec, pod.status
         intern = sys.intern
         kept_meta = msgspec.structs.replace(
@@ -64,7 +70,7 @@ class ValueSharing:
             initContainerStatuses=None,
         )
         self.prune_if_due()
-        return Pod(metadata=kept_meta, spec=kept_spec, status=kept_status)
+        return KeptPod(metadata=kept_meta, spec=kept_spec, status=kept_status)
 
     def workload(self, workload: Workload) -> Workload:
         """The shared instance equal to ``workload`` (a Deployment's pods share one)."""
