@@ -29,3 +29,8 @@ async def app(
         return
     await send(_START)
     await send(_BODY_MSG)
+
+
+async def rsgi_app(scope: Any, proto: Any) -> None:
+    """The same answer over granian's RSGI interface, to price ASGI itself."""
+    proto.response_bytes(200, [("content-type", "application/json")], _BODY)

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "ingest": ["bench_ingest.py", "--pods", "100000", "--events", "100000", "--runs", "5"],
     "sync": ["bench_sync.py", "--pods", "100000", "--runs", "3"],
     "http": ["bench_http.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
+    "interfaces": ["bench_interfaces.py", "--runs", "2", "--duration", "5"],
 }
 
 
