@@ -18,7 +18,8 @@ import pytest
 from podindex.cluster import ClusterSync, WatchOptions
 from podindex.index import Index
 from podindex.kube.client import KubeClient
-from podindex.kube.config import explicit_access
+from podindex.kube.config import explicit_access, kubeconfig_access
+from podindex.kube.errors import TransportError
 from podindex.sim import POD, Churn, FakeCluster, populate
 
 CLUSTER = "sim"
@@ -186,3 +187,62 @@ async def test_stalled_stream_is_detected_and_restarted(sim: FakeCluster) -> Non
         pod = sim.list_objects(POD)[0]
         sim.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], grace_seconds=0)
         await run.consistent()
+
+
+@pytest.mark.timeout(60)
+async def test_https_with_the_kubeconfig_ca_and_token(tmp_path: Any) -> None:
+    secure = FakeCluster(token=TOKEN, tls=True, bookmark_interval=0.2)
+    populate(secure, 100, seed=14)
+    await secure.start()
+    try:
+        assert secure.url.startswith("https://")
+        path = secure.write_kubeconfig(tmp_path / "kubeconfig")
+        access = await kubeconfig_access(str(path), None)
+        index = Index()
+        client = KubeClient(access)
+        sync = ClusterSync(CLUSTER, client, index, WatchOptions(owner_wait=5.0))
+        task = asyncio.create_task(sync.run())
+        try:
+            await asyncio.wait_for(sync.pods.synced.wait(), 20)
+            assert len(index) == 100
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.close()
+        # A client that does not trust the cluster's CA must not sync.
+        untrusting = KubeClient(explicit_access(secure.url, token=TOKEN))
+        try:
+            with pytest.raises(TransportError, match=r"(?i)certificate"):
+                await untrusting.version()
+        finally:
+            await untrusting.close()
+    finally:
+        await secure.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_namespace_and_selector_scope(sim: FakeCluster) -> None:
+    populate(sim, 400, seed=15, namespaces=4)
+    namespaces = sorted({p["metadata"]["namespace"] for p in sim.list_objects(POD)})
+    target = namespaces[1]
+    in_target = [p for p in sim.list_objects(POD) if p["metadata"]["namespace"] == target]
+    key, value = next(iter(in_target[0]["metadata"]["labels"].items()))
+    expected = {
+        p["metadata"]["uid"] for p in in_target if p["metadata"]["labels"].get(key) == value
+    }
+    async with watching(sim, namespace=target, label_selector=f"{key}={value}") as run:
+        await asyncio.wait_for(run.sync.pods.synced.wait(), 20)
+        assert {uid for (_, uid) in run.index.pods} == expected
+        # A pod created outside the scope never appears; one inside does.
+        other = namespaces[0]
+        sim.create_pod(other, "outsider", labels={key: value}, node="node-0")
+        sim.create_pod(target, "insider", labels={key: value}, node="node-0")
+        await eventually(
+            lambda: (
+                None
+                if run.index.by_name(CLUSTER, target, "insider") is not None
+                else "insider not indexed"
+            )
+        )
+        assert run.index.by_name(CLUSTER, other, "outsider") is None

@@ -14,7 +14,7 @@ from podindex.cluster import OwnerSink, PodSink
 from podindex.index import Index
 from podindex.kube.client import PODS, REPLICASETS, KubeClient
 from podindex.kube.config import ClusterAccess, StaticToken, explicit_access
-from podindex.kube.errors import Gone, StreamStalled, Unauthorized
+from podindex.kube.errors import ApiError, Gone, StreamStalled, TransportError, Unauthorized
 from podindex.kube.watcher import WatchDriver, Watcher
 from podindex.model import PartialObjectMetadata, PartialObjectMetadataList, Pod, PodList
 from tests.recordings import ReplayServer, recording, respond, stream, watch_lines
@@ -270,3 +270,19 @@ async def test_run_resumes_from_the_last_version_after_disconnects(replay: Repla
     assert watcher.stats.lists == 1  # no relist: a disconnect is not a 410
     assert watcher.stats.errors == 1  # the 500
     assert index.by_name("c1", "team-a", "web-3") is not None
+
+
+def test_backoff_is_capped_jittered_and_honours_retry_after() -> None:
+    from podindex.kube.watcher import capped_backoff
+    from podindex.model import Status, StatusDetails
+
+    policy = capped_backoff(base=0.5, cap=8.0, rng=random.Random(1))
+    error = TransportError("down")
+    delays = [policy(error, attempt) for attempt in range(1, 12)]
+    for attempt, delay in enumerate(delays, start=1):
+        step = min(8.0, 0.5 * 2 ** (attempt - 1))
+        assert step * 0.5 <= delay <= step
+    assert max(delays) <= 8.0
+    assert len(set(delays)) == len(delays)  # jittered, not lock-step
+    throttled = ApiError(Status(code=429, details=StatusDetails(retryAfterSeconds=3)))
+    assert policy(throttled, 1) == 3.0
