@@ -41,6 +41,22 @@ async def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float
     raise AssertionError("podindex never became ready")
 
 
+def start_podindex(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """``podindex ARGS --listen 127.0.0.1:<free port>`` as a process; its base URL.
+
+    The environment starts clean of ``PODINDEX_*`` so only ``env`` configures it.
+    """
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PODINDEX_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "podindex", *args, "--listen", f"127.0.0.1:{port}"],
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
 def stop(process: subprocess.Popen[bytes]) -> str:
     """SIGTERM, wait, and return everything the process printed."""
     process.send_signal(signal.SIGTERM)
@@ -67,30 +83,17 @@ async def test_serve_answers_lookups_from_a_watched_cluster(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PODINDEX_")}
-    env["PODINDEX_GRACE_PERIOD"] = "5"  # the env spelling of --grace-period
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "podindex",
-            "serve",
-            "--server",
-            sim.url,
-            "--token-file",
-            str(token_file),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--cluster-id",
-            "e2e",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    process, base = start_podindex(
+        "serve",
+        "--server",
+        sim.url,
+        "--token-file",
+        str(token_file),
+        "--cluster-id",
+        "e2e",
+        "--log-level",
+        "warning",
+        env={"PODINDEX_GRACE_PERIOD": "5"},  # the env spelling of --grace-period
     )
     try:
         await wait_ready(base, process)
@@ -122,28 +125,15 @@ async def test_serve_answers_lookups_from_a_watched_cluster(
 
 @pytest.mark.timeout(90)
 async def test_demo_runs_the_emulator_and_the_service(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PODINDEX_")}
-    env["KUBECONFIG"] = str(tmp_path / "none")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "podindex",
-            "demo",
-            "--pods",
-            "300",
-            "--churn-rate",
-            "50",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    process, base = start_podindex(
+        "demo",
+        "--pods",
+        "300",
+        "--churn-rate",
+        "50",
+        "--log-level",
+        "warning",
+        env={"KUBECONFIG": str(tmp_path / "none")},
     )
     try:
         await wait_ready(base, process, timeout=60)
