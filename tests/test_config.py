@@ -146,3 +146,14 @@ def test_describe_answer_reads_like_kubectl() -> None:
     node = {"state": "node", "ip": "10.0.0.1", "node_name": "n1", "cluster": "c", "pods": []}
     assert "node n1" in describe_answer(200, node)
     assert describe_answer(404, {"error": "not_found", "message": "no pod"}).startswith("not_found")
+
+
+def test_serve_refuses_a_bad_cluster_configuration_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from podindex.cli import main
+
+    assert main(["serve", "--kubeconfig", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["serve", "--server", "ftp://example"]) == 2
+    assert "https://" in capsys.readouterr().err

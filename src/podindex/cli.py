@@ -8,6 +8,7 @@ worker through the environment (see :mod:`podindex.settings`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -91,8 +92,26 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def check_access(settings: Settings) -> str | None:
+    """Resolve the cluster access once here, so a bad configuration fails before the server
+    starts, with a message and exit status 2 instead of a worker traceback."""
+    from podindex.kube.errors import ConfigError
+    from podindex.service import Service
+
+    try:
+        access = asyncio.run(Service(settings).resolve_access())
+    except ConfigError as exc:
+        return str(exc)
+    print(f"podindex: cluster from {access.source}", file=sys.stderr)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    problem = check_access(settings)
+    if problem is not None:
+        print(f"podindex: {problem}", file=sys.stderr)
+        return 2
     print(
         f"podindex {__version__}: serving on http://{settings.listen} "
         f"(cluster '{settings.cluster_id}')",

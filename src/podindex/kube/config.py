@@ -145,6 +145,9 @@ class KubeconfigCredentials:
     """
 
     def __init__(self, path: str | None, context: str | None) -> None:
+        if path is not None and not Path(path).is_file():
+            # The loader's own message for this ("Expected key current-context") misleads.
+            raise ConfigError(f"kubeconfig {path} does not exist or is not a file")
         self._path = path
         self._context = context
         self._authorization: str | None = None
