@@ -286,3 +286,24 @@ def test_backoff_is_capped_jittered_and_honours_retry_after() -> None:
     assert len(set(delays)) == len(delays)  # jittered, not lock-step
     throttled = ApiError(Status(code=429, details=StatusDetails(retryAfterSeconds=3)))
     assert policy(throttled, 1) == 3.0
+
+
+async def test_an_undecodable_list_is_retried_not_fatal(replay: ReplayServer) -> None:
+    async def garbage(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=b'{"kind":"PodList","items":[{"metadata":7}]}', content_type="application/json"
+        )
+
+    replay.on("/api/v1/pods", garbage, fixed("04"))
+    index = Index()
+    watcher = pod_watcher(replay.url, index)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.wait_for(watcher.synced.wait(), 5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert watcher.stats.errors == 1
+    assert "Expected `object`" in watcher.stats.last_error
+    assert len(index) == 1

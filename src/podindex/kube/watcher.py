@@ -319,12 +319,19 @@ class Watcher(Generic[T]):
                     "%s: %s (attempt %d); retrying in %.2fs", self.name, exc, attempt, delay
                 )
                 await asyncio.sleep(delay)
+            except Exception as exc:  # a body we cannot decode, a bug in a sink: keep watching
+                attempt += 1
+                self._failed(exc)
+                delay = self.backoff(exc, attempt)
+                log.exception("%s: unexpected %r; relisting in %.2fs", self.name, exc, delay)
+                self.resource_version = None  # the sink may have missed an event: start clean
+                await asyncio.sleep(delay)
 
     def _succeeded(self) -> None:
         self.stats.consecutive_failures = 0
         self.stats.last_sync = self.wall_clock()
 
-    def _failed(self, exc: KubeError) -> None:
+    def _failed(self, exc: Exception) -> None:
         self.stats.errors += 1
         self.stats.consecutive_failures += 1
         self.stats.last_error = str(exc)
