@@ -215,3 +215,44 @@ async def test_head_answers_without_a_body(client: httpx.AsyncClient, service: S
 
 def test_index_is_shared(service: Service) -> None:
     assert isinstance(service.index, Index)
+
+
+async def test_pods_pages_with_limit_and_continue(
+    client: httpx.AsyncClient, service: Service
+) -> None:
+    mark_synced(service, recorded_pods())
+    names: list[str] = []
+    token: str | None = None
+    pages = 0
+    while True:
+        params = {"limit": "2"} | ({"continue": token} if token else {})
+        page = (await client.get("/pods", params=params)).json()
+        pages += 1
+        assert page["total"] == 5 and page["count"] == len(page["items"]) <= 2
+        names += [p["name"] for p in page["items"]]
+        token = page["continue"]
+        if token is None:
+            break
+    assert pages == 3
+    assert names == ["db-0", "web-1", "web-2", "api-1", "worker-1"]
+    unpaged = (await client.get("/pods")).json()
+    assert unpaged["continue"] is None and unpaged["count"] == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ({"limit": "0"}, "invalid_limit"),
+        ({"limit": "ten"}, "invalid_limit"),
+        ({"limit": "10001"}, "invalid_limit"),
+        ({"continue": "not-a-token"}, "invalid_continue"),
+        ({"continue": "WzEsMiwzXQ"}, "invalid_continue"),  # [1,2,3]: right shape, wrong types
+    ],
+)
+async def test_pods_rejects_bad_paging(
+    client: httpx.AsyncClient, service: Service, query: dict[str, str], error: str
+) -> None:
+    mark_synced(service, recorded_pods())
+    response = await client.get("/pods", params=query)
+    assert response.status_code == 400
+    assert response.json()["error"] == error

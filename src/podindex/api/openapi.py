@@ -133,8 +133,21 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Pods, filtered",
                     "parameters": [
-                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                        for n in ("namespace", "node", "labelSelector", "cluster")
+                        *(
+                            {
+                                "name": n,
+                                "in": "query",
+                                "required": False,
+                                "schema": {"type": "string"},
+                            }
+                            for n in ("namespace", "node", "labelSelector", "cluster", "continue")
+                        ),
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -145,6 +158,8 @@ def document() -> dict[str, Any]:
                                         "type": "object",
                                         "properties": {
                                             "count": {"type": "integer"},
+                                            "total": {"type": "integer"},
+                                            "continue": {"type": "string", "nullable": True},
                                             "items": {
                                                 "type": "array",
                                                 "items": {"$ref": "#/components/schemas/Pod"},
@@ -154,7 +169,7 @@ def document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error("Unknown parameter or bad label selector"),
+                        "400": _error("Unknown parameter, bad label selector, limit or continue"),
                         "503": _error("Initial sync not finished"),
                     },
                 }

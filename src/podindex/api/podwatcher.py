@@ -5,7 +5,10 @@ Paths and fields follow seeds/pod-watcher-readme.md so its clients keep working.
 
 from __future__ import annotations
 
+import base64
+import bisect
 import time
+from collections.abc import Mapping
 
 import msgspec
 from starlette.requests import Request
@@ -17,7 +20,44 @@ from podindex.api.lookup import answer_ip
 from podindex.selectors import SelectorError, parse_selector
 from podindex.service import Service
 
-_ALLOWED_PODS_PARAMS = frozenset({"namespace", "node", "labelSelector", "cluster"})
+_ALLOWED_PODS_PARAMS = frozenset(
+    {"namespace", "node", "labelSelector", "cluster", "limit", "continue"}
+)
+MAX_LIMIT = 10_000
+
+
+def _page_params(params: Mapping[str, str]) -> tuple[int | None, tuple[str, str, str] | None]:
+    """``limit`` and the decoded ``continue`` cursor (namespace, name, cluster), validated."""
+    limit: int | None = None
+    raw_limit = params.get("limit")
+    if raw_limit:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+            raise ApiProblem(
+                400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}"
+            )
+        limit = int(raw_limit)
+    cursor = None
+    token = params.get("continue")
+    if token:
+        try:
+            decoded = msgspec.json.decode(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise ApiProblem(
+                400, "invalid_continue", "continue token is not one podindex issued"
+            ) from exc
+        if not (
+            isinstance(decoded, list)
+            and len(decoded) == 3
+            and all(isinstance(v, str) for v in decoded)
+        ):
+            raise ApiProblem(400, "invalid_continue", "continue token is not one podindex issued")
+        cursor = (decoded[0], decoded[1], decoded[2])
+    return limit, cursor
+
+
+def _continue_token(namespace: str, name: str, cluster: str) -> str:
+    raw = msgspec.json.encode([namespace, name, cluster])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -47,13 +87,30 @@ def routes(service: Service) -> list[Route]:
             selector = parse_selector(params.get("labelSelector"))
         except SelectorError as exc:
             raise ApiProblem(400, "invalid_label_selector", f"labelSelector: {exc}") from exc
+        limit, cursor = _page_params(params)
         records = service.index.select(
             cluster=params.get("cluster") or None,
             namespace=params.get("namespace") or None,
             node=params.get("node") or None,
             selector=None if selector.empty else selector,
         )
-        body = b'{"count":%d,"items":[%b]}' % (len(records), b",".join(r.body for r in records))
+        total = len(records)
+        if cursor is not None:
+            start = bisect.bisect_right(
+                records, cursor, key=lambda r: (r.namespace, r.name, r.cluster)
+            )
+            records = records[start:]
+        token = b"null"
+        if limit is not None and len(records) > limit:
+            records = records[:limit]
+            last = records[-1]
+            token = b'"%b"' % _continue_token(last.namespace, last.name, last.cluster).encode()
+        body = b'{"count":%d,"total":%d,"continue":%b,"items":[%b]}' % (
+            len(records),
+            total,
+            token,
+            b",".join(r.body for r in records),
+        )
         return _json(body)
 
     async def health(request: Request) -> Response:
