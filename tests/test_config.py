@@ -119,6 +119,7 @@ def test_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"PODINDEX_LISTEN": "8080"}, "listen"),
         ({"PODINDEX_PAGE_SIZE": "0"}, "page_size"),
         ({"PODINDEX_LOG_LEVEL": "loud"}, "log_level"),
+        ({"PODINDEX_CLUSTER_ID": 'prod"east'}, "cluster_id"),
     ],
 )
 def test_bad_settings_name_the_option(env: dict[str, str], message: str) -> None:

@@ -8,8 +8,12 @@ so the two spellings can never disagree.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+
+
+_CLUSTER_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class SettingsError(ValueError):
@@ -76,6 +80,10 @@ class Settings:
             raise SettingsError("stall_timeout must be > 0 seconds")
         if not 1 <= self.page_size <= 10000:
             raise SettingsError("page_size must be between 1 and 10000")
+        if not _CLUSTER_ID.fullmatch(self.cluster_id):
+            raise SettingsError(
+                f"cluster_id must be a DNS label (a-z, 0-9, '-', at most 63), got {self.cluster_id!r}"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError("log_level must be debug, info, warning or error")
 
