@@ -22,6 +22,9 @@ The rules (DESIGN.md, "Semantics that matter"):
   ``grace_seconds`` unless another pod claims it.
 * hostNetwork pods share their node's IP: an IP held only by them answers as
   the node, naming its pods, never as one of them.
+
+Pods are kept in the trimmed, value-sharing form of :mod:`podindex.sharing`;
+records and what they hold are never mutated, only replaced.
 """
 
 from __future__ import annotations
