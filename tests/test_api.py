@@ -179,6 +179,7 @@ async def test_pods_filters(client: httpx.AsyncClient, service: Service) -> None
         ({"limit": "0"}, "invalid_limit"),
         ({"limit": "ten"}, "invalid_limit"),
         ({"limit": "10001"}, "invalid_limit"),
+        ({"limit": "\u00b2"}, "invalid_limit"),  # a digit to str.isdigit, not to int()
         ({"continue": "not-a-token"}, "invalid_continue"),
         ({"continue": "WzEsMiwzXQ"}, "invalid_continue"),  # [1,2,3]: right shape, wrong types
     ],
@@ -242,3 +243,33 @@ async def test_pods_pages_with_limit_and_continue(
     assert names == ["db-0", "web-1", "web-2", "api-1", "worker-1"]
     unpaged = (await client.get("/pods")).json()
     assert unpaged["continue"] is None and unpaged["count"] == 5
+
+
+async def test_paging_never_skips_pods_that_share_a_name(
+    client: httpx.AsyncClient, service: Service
+) -> None:
+    pods = recorded_pods()
+    twin = msgspec.json.decode(msgspec.json.encode(pods[0]), type=Pod)
+    twin.metadata.uid = "twin-uid"  # a missed delete: two live uids, one name
+    twin.status.podIP = "10.244.9.9"
+    twin.status.podIPs = None
+    mark_synced(service, [*pods, twin])
+    uids: list[str] = []
+    token: str | None = None
+    while True:
+        params = {"limit": "1"} | ({"continue": token} if token else {})
+        page = (await client.get("/pods", params=params)).json()
+        uids += [p["uid"] for p in page["items"]]
+        token = page["continue"]
+        if token is None:
+            break
+    assert len(uids) == 6 == len(set(uids))
+    assert "twin-uid" in uids
+
+
+async def test_plus_in_the_query_is_a_space_on_every_path(
+    client: httpx.AsyncClient, service: Service
+) -> None:
+    mark_synced(service, recorded_pods())
+    assert (await client.get("/pod?ip=10.244.2.10+")).status_code == 200
+    assert (await client.get("/pod?ip=10.244.2.10%20")).status_code == 200

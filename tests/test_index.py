@@ -203,13 +203,26 @@ def test_late_modified_after_delete_is_ignored() -> None:
     index = Index()
     old = web1()
     index.upsert_pod(C1, old, T0)
-    index.delete_pod(C1, old, T0 + 1)
+    index.delete_pod(C1, changed(old, rv=700), T0 + 1)  # DELETED carries the deletion's version
     newer = changed(old, uid="new-uid", rv=500, created="2026-11-23T13:10:00Z")
     index.upsert_pod(C1, newer, T0 + 2)
     assert not index.upsert_pod(C1, changed(old, rv=600), T0 + 3)
     assert index.get(C1, old.metadata.uid) is None
     assert len(index) == 1
     assert live(index, "10.244.1.11", T0 + 3)["uid"] == "new-uid"
+
+
+def test_pod_leaving_and_reentering_a_selector_scope_comes_back() -> None:
+    # A label-selector watch sends DELETED when a pod stops matching and ADDED,
+    # same uid, newer version, when it matches again.
+    index = Index()
+    pod = web1()
+    index.upsert_pod(C1, changed(pod, rv=300), T0)
+    index.delete_pod(C1, changed(pod, rv=310, labels={"team": "b"}), T0 + 1)
+    assert index.get(C1, pod.metadata.uid) is None
+    assert not index.upsert_pod(C1, changed(pod, rv=305), T0 + 2)  # older than the DELETED
+    assert index.upsert_pod(C1, changed(pod, rv=320), T0 + 3)
+    assert live(index, "10.244.1.11", T0 + 3)["uid"] == pod.metadata.uid
 
 
 def test_replayed_event_with_older_resource_version_is_ignored() -> None:
@@ -489,7 +502,7 @@ def test_relist_removes_vanished_pods_and_keeps_no_stale_entries() -> None:
         changed(web2, rv=250, ips=["10.244.1.99"]),
         changed(web1(), rv=281, labels={"app": "web2"}),
     ]
-    index.replace_pods(C1, second, T0 + 5)
+    index.replace_pods(C1, second, T0 + 5, version="1000")
 
     assert len(index) == 5
     assert index.by_name(C1, "team-a", "db-0") is None
@@ -511,9 +524,11 @@ def test_relist_removes_vanished_pods_and_keeps_no_stale_entries() -> None:
     assert index.lookup_ip("10.244.1.12", T0 + 36) is None
     # Other clusters are untouched.
     assert index.get(C2, "other-cluster") is not None
-    # A late watch event for the vanished pod does not bring it back.
+    # A late watch event for the vanished pod (older than the list) does not bring it back.
     db = next(p for p in first if p.metadata.name == "db-0")
     assert not index.upsert_pod(C1, changed(db, rv=999), T0 + 37)
+    # One newer than the list does: it re-entered a selector-scoped watch.
+    assert index.upsert_pod(C1, changed(db, rv=1001), T0 + 38)
 
 
 def test_relist_brings_back_a_pod_marked_deleted() -> None:
@@ -876,6 +891,9 @@ def test_shared_values_are_forgotten_when_no_pod_uses_them() -> None:
             f"u{i}",
             labels={"app.kubernetes.io/name": f"app-{i}"},
             ips=[f"10.9.{i // 250}.{i % 250}"],
+            owners=[
+                OwnerReference(kind="Job", name=f"job-{i}", uid=f"job-uid-{i}", controller=True)
+            ],
         )
         for i in range(3000)
     ]
@@ -890,12 +908,19 @@ def test_shared_values_are_forgotten_when_no_pod_uses_them() -> None:
     index.sharing.prune()
     assert len(index.sharing) < 10
     # What a live pod uses stays shared and intact.
-    again = new_pod("q", "u-new", labels={"app.kubernetes.io/name": "app-0"}, ips=["10.8.0.1"])
+    again = new_pod(
+        "q",
+        "u-new",
+        labels={"app.kubernetes.io/name": "app-0"},
+        ips=["10.8.0.1"],
+        owners=[OwnerReference(kind="Job", name="job-0", uid="job-uid-0", controller=True)],
+    )
     index.upsert_pod("c1", again, T0 + 2)
     kept = index.get("c1", "u-new")
     assert kept is not None
     assert kept.pod.metadata.labels is survivor.pod.metadata.labels
     assert kept.workload is survivor.workload
+    assert kept.pod.metadata.ownerReferences is survivor.pod.metadata.ownerReferences
 
 
 def test_pods_of_one_replicaset_share_their_values() -> None:

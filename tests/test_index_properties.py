@@ -84,7 +84,8 @@ class ReferenceModel:
     """uid -> latest accepted pod, dead uids, IP releases; answers recomputed each time."""
 
     pods: dict[tuple[str, str], Stored] = field(default_factory=dict)
-    dead: dict[tuple[str, str], float] = field(default_factory=dict)
+    dead: dict[tuple[str, str], tuple[float, int | None]] = field(default_factory=dict)
+    """uid -> (forget after, highest resourceVersion known when it was deleted)."""
     releases: dict[str, Release] = field(default_factory=dict)
     seq: int = 0
 
@@ -156,7 +157,11 @@ class ReferenceModel:
     def upsert(self, cluster: str, pod: Pod, now: float) -> None:
         key = (cluster, pod.metadata.uid)
         if key in self.dead:
-            return
+            death = self.dead[key][1]
+            version = pod.metadata.resourceVersion
+            if not version.isdigit() or death is None or int(version) <= death:
+                return
+            del self.dead[key]  # newer than its deletion: it came back
         old = self.pods.get(key)
         if old is not None:
             new_rv, old_rv = pod.metadata.resourceVersion, old.pod.metadata.resourceVersion
@@ -171,11 +176,15 @@ class ReferenceModel:
     def delete(self, cluster: str, pod: Pod, now: float) -> None:
         key = (cluster, pod.metadata.uid)
         old = self.pods.get(key)
+        versions = [pod.metadata.resourceVersion]
+        if old is not None:
+            versions.append(old.pod.metadata.resourceVersion)
+        numbers = [int(v) for v in versions if v.isdigit()]
+        self.dead[key] = (now + DEAD_TTL, max(numbers) if numbers else None)
         if old is not None:
             before = self.all_holders()
             del self.pods[key]
             self._release_given_up(before, {key: old.pod}, {key: pod}, now)
-        self.dead[key] = now + DEAD_TTL
 
     def relist(self, cluster: str, listed: list[Pod], now: float) -> None:
         """The list is the truth; the grace shows the pod that held the IP before the relist."""
@@ -191,13 +200,14 @@ class ReferenceModel:
             shown[key] = pod
         for key in [k for k in self.pods if k[0] == cluster and k not in seen]:
             shown[key] = self.pods[key].pod
+            last = self.pods[key].pod.metadata.resourceVersion
             del self.pods[key]
-            self.dead[key] = now + DEAD_TTL
+            self.dead[key] = (now + DEAD_TTL, int(last) if last.isdigit() else None)
         self._release_given_up(before, old_pods, shown, now)
 
     def expire(self, now: float) -> None:
         self.releases = {ip: r for ip, r in self.releases.items() if r.deadline > now}
-        self.dead = {k: t for k, t in self.dead.items() if t > now}
+        self.dead = {k: t for k, t in self.dead.items() if t[0] > now}
 
     # answers, from scratch
 

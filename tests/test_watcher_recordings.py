@@ -307,3 +307,34 @@ async def test_an_undecodable_list_is_retried_not_fatal(replay: ReplayServer) ->
     assert watcher.stats.errors == 1
     assert "Expected `object`" in watcher.stats.last_error
     assert len(index) == 1
+
+
+async def test_repeated_410s_back_off_instead_of_spinning(replay: ReplayServer) -> None:
+    # Every LIST continue expires, and every watch is told its version is too old.
+    replay.on("/api/v1/pods", *[fixed("02"), fixed("75")] * 40)
+    watcher = pod_watcher(replay.url, Index())
+    watcher.backoff = lambda error, attempt: 0.2
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Each attempt lists twice (one restart after an expired token), then backs off
+    # 0.2 s: a handful of requests a second, not thousands.
+    assert len(replay.requests) <= 40
+    assert watcher.stats.relists_410 >= 2
+    assert not watcher.synced.is_set()
+
+
+async def test_watch_410_loop_backs_off(replay: ReplayServer) -> None:
+    for _ in range(30):
+        replay.on("/api/v1/pods", fixed("04"), watching("74"))
+    watcher = pod_watcher(replay.url, Index())
+    watcher.backoff = lambda error, attempt: 0.2
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    lists = [p for p in replay.seen("/api/v1/pods") if "watch" not in p]
+    assert 2 <= len(lists) <= 8

@@ -24,6 +24,8 @@ def normalise_ip(text: str) -> str | None:
     """
     if _CANONICAL_V4.fullmatch(text):
         return text
+    if len(text) > 64:  # no address is this long; keep garbage out of the cache
+        return None
     return _normalise_other(text)
 
 

@@ -36,8 +36,8 @@ class PodSink:
         self.cluster = cluster
         self.clock = clock
 
-    def replace(self, items: list[Pod]) -> None:
-        self.index.replace_pods(self.cluster, items, self.clock())
+    def replace(self, items: list[Pod], resource_version: str) -> None:
+        self.index.replace_pods(self.cluster, items, self.clock(), resource_version)
 
     def apply(self, event_type: EventType, item: Pod) -> None:
         if event_type == "DELETED":
@@ -63,7 +63,7 @@ class OwnerSink:
             owner=controller_of(meta),
         )
 
-    def replace(self, items: list[PartialObjectMetadata]) -> None:
+    def replace(self, items: list[PartialObjectMetadata], resource_version: str) -> None:
         self.index.replace_owners(self.cluster, self.kind, [self._record(i) for i in items])
 
     def apply(self, event_type: EventType, item: PartialObjectMetadata) -> None:

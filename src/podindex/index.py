@@ -14,8 +14,10 @@ The rules (DESIGN.md, "Semantics that matter"):
   event), the newest wins: later ``creationTimestamp``, then on a tie the
   one podindex first saw later. Older claimants never displace it, whatever
   order events arrive in. Claimants in two clusters make the IP ambiguous (409).
-* Events for a deleted uid are ignored (uids are never reused), and an event
-  whose integer resourceVersion is not newer than the one held is a replay.
+* An event for a deleted uid is ignored unless its integer resourceVersion is
+  newer than the deletion's (uids are never reused, so only a selector-scoped
+  watch re-adding a pod that matches again can be newer), and an event whose
+  integer resourceVersion is not newer than the one held is a replay.
   A relist (:meth:`Index.replace_pods`) is the truth and bypasses both.
 * When the pod that held an IP stops holding it (deleted, terminal phase,
   address gone) the IP resolves to that pod, ``state: terminated``, for
@@ -90,6 +92,10 @@ class PodRecord(msgspec.Struct, gc=False):
     def node(self) -> str:
         return self.pod.spec.nodeName
 
+    def order(self) -> tuple[str, str, str, str]:
+        """Listing order; unique, since two live pods may briefly share a name."""
+        return (self.namespace, self.name, self.key[0], self.key[1])
+
     def rank(self) -> tuple[str, int]:
         """Newer pods rank higher: creation time, then first-seen order."""
         return (self.pod.metadata.creationTimestamp or "", self.seq)
@@ -142,7 +148,7 @@ def _same_but_version(kept: Pod, new: Pod) -> bool:
 
 
 def _rv(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class Index:
@@ -167,7 +173,8 @@ class Index:
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
         self.sharing = ValueSharing()
         """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
-        self._dead: dict[PodKey, float] = {}
+        self._dead: dict[PodKey, tuple[float, int | None]] = {}
+        """Deleted uid -> (forget after, resourceVersion at deletion)."""
         self._dead_queue: deque[tuple[float, PodKey]] = deque()
 
     # --- applying events ----------------------------------------------------
@@ -175,8 +182,14 @@ class Index:
     def upsert_pod(self, cluster: str, pod: Pod, now: float, *, source: str = "watch") -> bool:
         """Apply an ADDED/MODIFIED pod. Returns False when ignored as stale."""
         key = (cluster, pod.metadata.uid)
-        if key in self._dead:
-            return False
+        dead = self._dead.get(key)
+        if dead is not None:
+            # Older than its deletion: a late or replayed event. Newer: the pod came
+            # back into a selector-scoped watch (DELETED when it stopped matching).
+            new_version = _rv(pod.metadata.resourceVersion)
+            if new_version is None or dead[1] is None or new_version <= dead[1]:
+                return False
+            del self._dead[key]
         old = self.pods.get(key)
         if old is not None:
             new_rv = _rv(pod.metadata.resourceVersion)
@@ -190,20 +203,27 @@ class Index:
         """Apply a DELETED pod: by uid, so a deleted pod never removes its successor."""
         key = (cluster, pod.metadata.uid)
         old = self.pods.get(key)
+        versions = [_rv(pod.metadata.resourceVersion)]
+        if old is not None:
+            versions.append(_rv(old.resource_version))
+        known = [v for v in versions if v is not None]
+        self._mark_dead(key, now, max(known) if known else None)
         if old is None:
-            self._mark_dead(key, now)
             return False
         self._remove(old, now, final_pod=pod)
-        self._mark_dead(key, now)
         return True
 
-    def replace_pods(self, cluster: str, pods: Iterable[Pod], now: float) -> None:
-        """Reconcile a cluster with a fresh LIST: the list is the truth.
+    def replace_pods(
+        self, cluster: str, pods: Iterable[Pod], now: float, version: str = ""
+    ) -> None:
+        """Reconcile a cluster with a fresh LIST (at resourceVersion ``version``): it is the truth.
 
         Pods absent from the list are deleted (their IPs enter the grace
-        period); listed pods are stored even if their resourceVersion is
-        lower than the one held (an API server restored with a new history).
+        period), and events older than the list cannot bring them back;
+        listed pods are stored even if their resourceVersion is lower than
+        the one held (an API server restored with a new history).
         """
+        list_version = _rv(version)
         listed: dict[PodKey, Pod] = {}
         for pod in pods:
             key = (cluster, pod.metadata.uid)
@@ -230,7 +250,10 @@ class Index:
                 self._store(key, listed[key], record, now, record.source)
             else:
                 self._remove(record, now, final_pod=record.pod)
-                self._mark_dead(key, now)
+                versions = [
+                    v for v in (_rv(record.resource_version), list_version) if v is not None
+                ]
+                self._mark_dead(key, now, max(versions) if versions else None)
 
     def upsert_owner(self, owner: OwnerRecord) -> None:
         table = self.owners.setdefault(owner.cluster, {})
@@ -281,8 +304,8 @@ class Index:
         dead_queue = self._dead_queue
         while dead_queue and dead_queue[0][0] <= now:
             _, key = dead_queue.popleft()
-            expiry = self._dead.get(key)
-            if expiry is not None and expiry <= now:
+            entry = self._dead.get(key)
+            if entry is not None and entry[0] <= now:
                 del self._dead[key]
 
     # --- lookups ------------------------------------------------------------
@@ -323,7 +346,7 @@ class Index:
         selector: Selector | None = None,
         workload: WorkloadKey | None = None,
     ) -> list[PodRecord]:
-        """Pods matching every given filter, ordered by (namespace, name, cluster)."""
+        """Pods matching every given filter, ordered by (namespace, name, cluster, uid)."""
         candidates: list[set[PodKey]] = []
         if namespace is not None:
             candidates.append(self._by_namespace.get(namespace, set()))
@@ -346,7 +369,7 @@ class Index:
             if (cluster is None or r.key[0] == cluster)
             and (selector is None or selector.matches(r.pod.metadata.labels))
         ]
-        found.sort(key=lambda r: (r.namespace, r.name, r.key[0]))
+        found.sort(key=PodRecord.order)
         return found
 
     def clusters(self) -> set[str]:
@@ -489,9 +512,9 @@ class Index:
         self._unlink(record, None, now, released_as=final)
         del self.pods[record.key]
 
-    def _mark_dead(self, key: PodKey, now: float) -> None:
+    def _mark_dead(self, key: PodKey, now: float, version: int | None) -> None:
         expiry = now + self.dead_uid_ttl
-        self._dead[key] = expiry
+        self._dead[key] = (expiry, version)
         self._dead_queue.append((expiry, key))
 
     def _release(self, ip: str, record: PodRecord, held: tuple[str, ...], now: float) -> None:

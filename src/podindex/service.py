@@ -87,4 +87,7 @@ class Service:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self.expiry_interval)
-            self.index.expire(time.time())
+            try:
+                self.index.expire(time.time())
+            except Exception:  # a bug here must not stop the watchers beside it
+                log.exception("expiring grace-period entries failed; retrying next second")

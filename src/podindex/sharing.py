@@ -35,7 +35,9 @@ class ValueSharing:
 
     def __init__(self) -> None:
         self._maps: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        self._owners: dict[tuple[OwnerReference, ...], tuple[OwnerReference, ...]] = {}
+        self._owners: dict[
+            tuple[tuple[str, str, str, str, bool], ...], tuple[OwnerReference, ...]
+        ] = {}
         self._containers: dict[tuple[tuple[str, str], ...], tuple[Container, ...]] = {}
         self._workloads: dict[tuple[object, ...], Workload] = {}
         self._prune_at = 4096
@@ -52,7 +54,7 @@ class ValueSharing:
             creationTimestamp=_intern_optional(meta.creationTimestamp),
             labels=self._map(meta.labels),
             annotations=self._map(meta.annotations),
-            ownerReferences=_shared(self._owners, meta.ownerReferences, meta.ownerReferences),
+            ownerReferences=self._owner_refs(meta.ownerReferences),
         )
         kept_spec = msgspec.structs.replace(
             spec,
@@ -98,6 +100,18 @@ class ValueSharing:
             self._maps[key] = shared
         return shared
 
+    def _owner_refs(self, refs: tuple[OwnerReference, ...]) -> tuple[OwnerReference, ...]:
+        if not refs:
+            return ()
+        # Keyed by plain values, not by the tuple itself: a key that is the value
+        # would hold a second reference and the entry could never be pruned.
+        key = tuple((r.kind, r.name, r.uid, r.apiVersion, r.controller) for r in refs)
+        shared = self._owners.get(key)
+        if shared is None:
+            # A tuple of our own: the decoded pod's may outlive its use here.
+            shared = self._owners[key] = tuple(list(refs))
+        return shared
+
     def _container_list(
         self, containers: tuple[Container, ...] | None
     ) -> tuple[Container, ...] | None:
@@ -135,10 +149,6 @@ def _prune(cache: dict[_K, _V]) -> None:
 
 def _intern_optional(text: str | None) -> str | None:
     return sys.intern(text) if text is not None else None
-
-
-def _shared(cache: dict[_V, _V], key: _V, value: _V) -> _V:
-    return cache.setdefault(key, value)
 
 
 def kept_status_equal(a: PodStatus, b: PodStatus) -> bool:

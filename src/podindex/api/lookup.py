@@ -34,7 +34,12 @@ _NOT_READY = error_body(
 
 def ip_parameter(query_string: bytes) -> str | None:
     """The ``ip`` query parameter; the common ``ip=<addr>`` form skips the parser."""
-    if query_string.startswith(b"ip=") and b"&" not in query_string and b"%" not in query_string:
+    if (
+        query_string.startswith(b"ip=")
+        and b"&" not in query_string
+        and b"%" not in query_string
+        and b"+" not in query_string
+    ):
         return query_string[3:].decode("latin-1")
     values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("ip")
     return values[0] if values else None

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from podindex.api.errors import ApiProblem
 from podindex.api.lookup import answer_ip
+from podindex.index import PodRecord
 from podindex.selectors import SelectorError, parse_selector
 from podindex.service import Service
 
@@ -26,12 +27,19 @@ _ALLOWED_PODS_PARAMS = frozenset(
 MAX_LIMIT = 10_000
 
 
-def _page_params(params: Mapping[str, str]) -> tuple[int | None, tuple[str, str, str] | None]:
-    """``limit`` and the decoded ``continue`` cursor (namespace, name, cluster), validated."""
+Cursor = tuple[str, str, str, str]
+"""(namespace, name, cluster, uid) of the last pod of the previous page: ``PodRecord.order``."""
+
+
+def _page_params(params: Mapping[str, str]) -> tuple[int | None, Cursor | None]:
+    """``limit`` and the decoded ``continue`` cursor, validated."""
     limit: int | None = None
     raw_limit = params.get("limit")
     if raw_limit:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if (
+            not (raw_limit.isascii() and raw_limit.isdigit())
+            or not 1 <= int(raw_limit) <= MAX_LIMIT
+        ):
             raise ApiProblem(
                 400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}"
             )
@@ -47,16 +55,16 @@ def _page_params(params: Mapping[str, str]) -> tuple[int | None, tuple[str, str,
             ) from exc
         if not (
             isinstance(decoded, list)
-            and len(decoded) == 3
+            and len(decoded) == 4
             and all(isinstance(v, str) for v in decoded)
         ):
             raise ApiProblem(400, "invalid_continue", "continue token is not one podindex issued")
-        cursor = (decoded[0], decoded[1], decoded[2])
+        cursor = (decoded[0], decoded[1], decoded[2], decoded[3])
     return limit, cursor
 
 
-def _continue_token(namespace: str, name: str, cluster: str) -> str:
-    raw = msgspec.json.encode([namespace, name, cluster])
+def _continue_token(cursor: Cursor) -> str:
+    raw = msgspec.json.encode(list(cursor))
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -96,15 +104,13 @@ def routes(service: Service) -> list[Route]:
         )
         total = len(records)
         if cursor is not None:
-            start = bisect.bisect_right(
-                records, cursor, key=lambda r: (r.namespace, r.name, r.cluster)
-            )
+            start = bisect.bisect_right(records, cursor, key=PodRecord.order)
             records = records[start:]
         token = b"null"
         if limit is not None and len(records) > limit:
             records = records[:limit]
             last = records[-1]
-            token = b'"%b"' % _continue_token(last.namespace, last.name, last.cluster).encode()
+            token = b'"%b"' % _continue_token(last.order()).encode()
         body = b'{"count":%d,"total":%d,"continue":%b,"items":[%b]}' % (
             len(records),
             total,

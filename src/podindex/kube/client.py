@@ -133,10 +133,14 @@ class KubeClient:
                 raise TransportError(f"{method} {path}: {exc!r}") from exc
             try:
                 if response.status >= 400:
+                    try:
+                        error_body = await response.read()
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        raise TransportError(
+                            f"{method} {path}: reading the error: {exc!r}"
+                        ) from exc
                     error = api_error(
-                        status_from_response(
-                            response.status, response.reason or "", await response.read()
-                        )
+                        status_from_response(response.status, response.reason or "", error_body)
                     )
                     if isinstance(error, Unauthorized) and attempt == 1:
                         await self.access.credentials.refresh()

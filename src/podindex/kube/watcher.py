@@ -64,8 +64,8 @@ class Page(Protocol[T]):
 class Sink(Protocol[T]):
     """Where a watcher delivers what it learns. Called on the event loop, never concurrently."""
 
-    def replace(self, items: list[T]) -> None:
-        """The complete current state of the watched scope (after a LIST)."""
+    def replace(self, items: list[T], resource_version: str) -> None:
+        """The complete current state of the watched scope, as of a LIST at that version."""
 
     def apply(self, event_type: EventType, item: T) -> None:
         """One change from the watch stream."""
@@ -205,8 +205,10 @@ class Watcher(Generic[T]):
         """LIST the collection in chunks and replace the sink's state; returns the list's rv.
 
         A continue token that expires mid-list (410) restarts the list from
-        the beginning: a consistent snapshot is worth a second pass.
+        the beginning once: a consistent snapshot is worth a second pass. A
+        second expiry raises :class:`Gone` so the caller backs off.
         """
+        restarted = False
         while True:
             items: list[T] = []
             pages = 0
@@ -231,13 +233,16 @@ class Watcher(Generic[T]):
                         )
                     params["continue"] = meta.continue_
             except Gone:
+                if restarted:
+                    raise
+                restarted = True
                 self.stats.relists_410 += 1
                 log.warning(
                     "%s: list continue token expired; listing again from the start", self.name
                 )
                 continue
             self.stats.lists += 1
-            self.sink.replace(items)
+            self.sink.replace(items, meta.resourceVersion)
             version: str = meta.resourceVersion
             self.resource_version = version
             self.stats.resource_version = version
@@ -270,10 +275,9 @@ class Watcher(Generic[T]):
                 self.resource, self.namespace, params, self.stall_timeout
             ) as lines:
                 async for line in lines:
-                    try:
-                        event = driver.feed(line)
-                    except msgspec.DecodeError as exc:
-                        raise TransportError(f"{self.name}: undecodable watch line: {exc}") from exc
+                    # An undecodable line propagates: run() relists rather than resume
+                    # from a version whose next event we can never read.
+                    event = driver.feed(line)
                     if event is None:
                         stats.bookmarks += 1
                     else:
@@ -287,7 +291,12 @@ class Watcher(Generic[T]):
         return applied
 
     async def run(self) -> None:
-        """List, then watch forever; relist on 410; back off on failures."""
+        """List, then watch forever; relist on 410; back off on failures.
+
+        ``attempt`` counts failures since the last watch that ended normally;
+        a first 410 relists at once, repeated ones (a server compacting
+        faster than we can list) back off like any other failure.
+        """
         attempt = 0
         while True:
             started = time.monotonic()
@@ -295,7 +304,6 @@ class Watcher(Generic[T]):
                 if self.resource_version is None:
                     await self.list_once()
                     self._succeeded()
-                    attempt = 0
                 applied = await self.watch_once()
                 if applied == 0 and time.monotonic() - started < 1.0:
                     # A server that ends every watch at once would make us spin.
@@ -311,6 +319,9 @@ class Watcher(Generic[T]):
                     exc.status.message,
                 )
                 self.resource_version = None
+                attempt += 1
+                if attempt > 1:
+                    await asyncio.sleep(self.backoff(exc, attempt - 1))
             except KubeError as exc:
                 attempt += 1
                 self._failed(exc)
@@ -319,7 +330,7 @@ class Watcher(Generic[T]):
                     "%s: %s (attempt %d); retrying in %.2fs", self.name, exc, attempt, delay
                 )
                 await asyncio.sleep(delay)
-            except Exception as exc:  # a body we cannot decode, a bug in a sink: keep watching
+            except Exception as exc:  # an undecodable body or event, a bug in a sink
                 attempt += 1
                 self._failed(exc)
                 delay = self.backoff(exc, attempt)
