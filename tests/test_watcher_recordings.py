@@ -58,6 +58,15 @@ def pod_watcher(
     )
 
 
+async def run_for(watcher: Watcher[Pod], seconds: float) -> None:
+    """Run the watcher's endless loop for a while, then cancel it as the service would."""
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def fixed(name: str):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request) -> web.StreamResponse:
         return await respond(recording(name))
@@ -314,11 +323,7 @@ async def test_repeated_410s_back_off_instead_of_spinning(replay: ReplayServer) 
     replay.on("/api/v1/pods", *[fixed("02"), fixed("75")] * 40)
     watcher = pod_watcher(replay.url, Index())
     watcher.backoff = lambda error, attempt: 0.2
-    task = asyncio.create_task(watcher.run())
-    await asyncio.sleep(1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_for(watcher, 1.0)
     # Each attempt lists twice (one restart after an expired token), then backs off
     # 0.2 s: a handful of requests a second, not thousands.
     assert len(replay.requests) <= 40
@@ -331,10 +336,6 @@ async def test_watch_410_loop_backs_off(replay: ReplayServer) -> None:
         replay.on("/api/v1/pods", fixed("04"), watching("74"))
     watcher = pod_watcher(replay.url, Index())
     watcher.backoff = lambda error, attempt: 0.2
-    task = asyncio.create_task(watcher.run())
-    await asyncio.sleep(1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await run_for(watcher, 1.0)
     lists = [p for p in replay.seen("/api/v1/pods") if "watch" not in p]
     assert 1 <= len(lists) <= 8
