@@ -266,16 +266,7 @@ class SimServer:
         resp = web.StreamResponse(status=code, headers=self._headers())
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        batch: list[bytes] = []
-        size = 0
-        for part in parts:
-            batch.append(part)
-            size += len(part)
-            if size >= WRITE_BATCH:
-                await resp.write(b"".join(batch))
-                batch, size = [], 0
-        if batch:
-            await resp.write(b"".join(batch))
+        await self._write_lines(resp, parts)
         await resp.write_eof()
         return resp
 
@@ -679,6 +670,7 @@ class SimServer:
 
     @staticmethod
     async def _write_lines(resp: web.StreamResponse, lines: list[bytes]) -> None:
+        """Write in batches of about WRITE_BATCH bytes: one write per line is slow."""
         batch: list[bytes] = []
         size = 0
         for line in lines:
