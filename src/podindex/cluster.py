@@ -17,8 +17,8 @@ from typing import Literal
 
 from podindex.identity import controller_of
 from podindex.index import Index
-from podindex.kube.client import JOBS, PODS, REPLICASETS, KubeClient
-from podindex.kube.watcher import EventType, Watcher, WatchStats
+from podindex.kube.client import JOBS, PODS, REPLICASETS, KubeClient, Resource
+from podindex.kube.watcher import EventType, Page, Sink, T, Watcher, WatchStats
 from podindex.model import (
     OwnerRecord,
     PartialObjectMetadata,
@@ -96,37 +96,43 @@ class ClusterSync:
         self.cluster_id = cluster_id
         self.client = client
         self.options = options or WatchOptions()
-        opts = self.options
-        common = {
-            "namespace": opts.namespace,
-            "page_size": opts.page_size,
-            "stall_timeout": opts.stall_timeout,
-        }
-        self.pods: Watcher[Pod] = Watcher(
-            client,
-            PODS,
-            Pod,
-            PodList,
-            PodSink(index, cluster_id, clock),
-            label_selector=opts.label_selector,
-            trim=index.sharing.pod,
-            **common,  # type: ignore[arg-type]
+        self.pods: Watcher[Pod] = self._watcher(
+            PODS, Pod, PodList, PodSink(index, cluster_id, clock), trim=index.sharing.pod
         )
-        self.replicasets: Watcher[PartialObjectMetadata] = Watcher(
-            client,
+        # Owners are not filtered by the pods' label selector: their labels differ.
+        self.replicasets: Watcher[PartialObjectMetadata] = self._watcher(
             REPLICASETS,
             PartialObjectMetadata,
             PartialObjectMetadataList,
             OwnerSink(index, cluster_id, "ReplicaSet"),
-            **common,  # type: ignore[arg-type]
         )
-        self.jobs: Watcher[PartialObjectMetadata] = Watcher(
-            client,
+        self.jobs: Watcher[PartialObjectMetadata] = self._watcher(
             JOBS,
             PartialObjectMetadata,
             PartialObjectMetadataList,
             OwnerSink(index, cluster_id, "Job"),
-            **common,  # type: ignore[arg-type]
+        )
+
+    def _watcher(
+        self,
+        resource: Resource,
+        item_type: type[T],
+        list_type: type[Page[T]],
+        sink: Sink[T],
+        trim: Callable[[T], T] | None = None,
+    ) -> Watcher[T]:
+        opts = self.options
+        return Watcher(
+            self.client,
+            resource,
+            item_type,
+            list_type,
+            sink,
+            namespace=opts.namespace,
+            label_selector=opts.label_selector if resource is PODS else None,
+            page_size=opts.page_size,
+            stall_timeout=opts.stall_timeout,
+            trim=trim,
         )
 
     @property
