@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "k8s-recordings"
-if not RECORDINGS.exists():  # a clone beside shared/, as CI lays it out
-    RECORDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "k8s-recordings"
+# The checkout sits beside shared/ (locally and in CI); PODINDEX_RECORDINGS overrides.
+RECORDINGS = Path(
+    os.environ.get(
+        "PODINDEX_RECORDINGS",
+        Path(__file__).resolve().parents[2] / "shared" / "k8s-recordings",
+    )
+)
 
 
 def recording(name: str) -> dict[str, Any]:
