@@ -1,7 +1,7 @@
 """Shared helpers for the benchmarks: machine facts, RSS, results files, realistic pods.
 
 Pods are built from the real kube-apiserver recording of a pod
-(``/work/shared/k8s-recordings/02-list-pods-all-namespaces-limit2.json``),
+(``../shared/k8s-recordings/02-list-pods-all-namespaces-limit2.json``),
 widened to what a production pod carries: 8 labels, 2 containers (spec and
 status), an owner reference to a ReplicaSet, and managedFields for all of it.
 Each pod is about 6 KB of JSON, like the real thing.
@@ -26,7 +26,12 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-RECORDING = Path("/work/shared/k8s-recordings/02-list-pods-all-namespaces-limit2.json")
+RECORDING = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "k8s-recordings"
+    / "02-list-pods-all-namespaces-limit2.json"
+)
 
 
 # --- machine and process facts ----------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -30,8 +29,8 @@ from podindex.model import (
     RawWatchEvent,
 )
 from podindex.selectors import parse_selector
+from tests.recordings import RECORDINGS
 
-RECORDINGS = Path("/work/shared/k8s-recordings")
 C1 = "prod"
 C2 = "staging"
 T0 = 1_000.0

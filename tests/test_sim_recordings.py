@@ -14,18 +14,15 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from podindex.sim import FakeCluster
+from tests.recordings import recording
 
-RECORDINGS = Path("/work/shared/k8s-recordings")
 TOKEN = "sim-admin-token"
-
-pytestmark = pytest.mark.skipif(not RECORDINGS.is_dir(), reason="recordings not available")
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -34,12 +31,6 @@ _VOLUME = re.compile(r"kube-api-access-[a-z0-9]{5}")
 
 
 # --- recording access and normalisation ---------------------------------------------------
-
-
-def recording(prefix: str) -> dict[str, Any]:
-    (path,) = RECORDINGS.glob(f"{prefix}-*.json")
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
 
 
 def recorded_body(rec: dict[str, Any]) -> Any:

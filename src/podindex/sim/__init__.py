@@ -2,7 +2,7 @@
 
 podindex only ever talks to Kubernetes over HTTP(S) LIST/WATCH, so the most
 faithful stand-in is a real HTTP server that answers exactly like
-kube-apiserver v1.36 (as recorded in /work/shared/k8s-recordings) while letting
+kube-apiserver v1.36 (as recorded in ../shared/k8s-recordings) while letting
 the caller script the cluster's contents and inject faults. See
 :class:`FakeCluster` for the cluster and :mod:`podindex.sim.churn` for load.
 """

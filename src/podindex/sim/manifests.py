@@ -1,7 +1,7 @@
 """Builders for realistic Kubernetes object manifests, shaped like kube-apiserver v1.36 output.
 
 The emulator must hand clients objects that look like the real recordings in
-``/work/shared/k8s-recordings`` (field order, managedFields, projected token
+``../shared/k8s-recordings`` (field order, managedFields, projected token
 volume, tolerations, kubelet-written status), because podindex decodes them
 with the same code it runs against a real cluster. Everything here is a pure
 function from parameters to a JSON-ready dict; :class:`ByteTemplate` turns one
