@@ -339,3 +339,32 @@ async def test_watch_410_loop_backs_off(replay: ReplayServer) -> None:
     await run_for(watcher, 1.0)
     lists = [p for p in replay.seen("/api/v1/pods") if "watch" not in p]
     assert 1 <= len(lists) <= 8
+
+
+async def test_401_with_a_rotated_client_certificate_opens_a_new_pool(
+    replay: ReplayServer,
+) -> None:
+    import ssl
+
+    class ExecPlugin(StaticToken):
+        """Like a kubeconfig exec plugin that hands out a new client certificate."""
+
+        context = ssl.create_default_context()
+
+        async def refresh(self) -> None:
+            self.context = ssl.create_default_context()
+
+        def tls_context(self) -> ssl.SSLContext | None:
+            return self.context
+
+    replay.on("/api/v1/pods", fixed("21"), fixed("04"))
+    credentials = ExecPlugin("t")
+    access = explicit_access(replay.url, token="t")
+    access.credentials = credentials
+    access.ssl_context = credentials.context
+    client = client_for(access)
+    first_pool = client.session
+    await client.list_page(PODS, None, {})
+    assert access.ssl_context is credentials.context  # the rotated one
+    assert client.session is not first_pool
+    assert first_pool.closed

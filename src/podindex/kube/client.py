@@ -103,6 +103,18 @@ class KubeClient:
             await self._session.close()
         self._session = None
 
+    async def _refresh_credentials(self) -> None:
+        """After a 401: new token, and a new connection pool if the client certificate changed
+        (an exec plugin may rotate it); open streams on the old pool end and resume."""
+        credentials = self.access.credentials
+        await credentials.refresh()
+        fresh = credentials.tls_context()
+        if fresh is not None and fresh is not self.access.ssl_context:
+            self.access.ssl_context = fresh
+            if self._owns_session and self._session is not None:
+                old, self._session = self._session, None
+                await old.close()
+
     async def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
         authorization = await self.access.credentials.authorization()
@@ -143,7 +155,7 @@ class KubeClient:
                         status_from_response(response.status, response.reason or "", error_body)
                     )
                     if isinstance(error, Unauthorized) and attempt == 1:
-                        await self.access.credentials.refresh()
+                        await self._refresh_credentials()
                         continue
                     raise error
                 yield response

@@ -29,6 +29,9 @@ class Credentials(Protocol):
     async def refresh(self) -> None:
         """Called after a 401: fetch a fresh credential if the source can."""
 
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A TLS context carrying a client certificate from this source, if it has one."""
+
 
 @dataclass
 class StaticToken:
@@ -38,6 +41,9 @@ class StaticToken:
         return f"Bearer {self.token}" if self.token else None
 
     async def refresh(self) -> None:
+        return None
+
+    def tls_context(self) -> ssl.SSLContext | None:
         return None
 
     def __repr__(self) -> str:  # never show the token
@@ -68,6 +74,9 @@ class TokenFile:
 
     async def refresh(self) -> None:
         self._stamp = (0, 0)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        return None
 
 
 @dataclass
@@ -185,6 +194,9 @@ class KubeconfigCredentials:
 
     async def refresh(self) -> None:
         await self.load()
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.ssl_context
 
     def __repr__(self) -> str:
         return f"KubeconfigCredentials(path={self._path!r}, context={self._context!r})"
