@@ -119,38 +119,27 @@ def main() -> None:
     api.start()
     api_start_s = time.monotonic() - t0
     note(f"  up at {api.url} after {api_start_s:.1f}s")
+    child_args = (
+        "bench_sync.py",
+        "--child",
+        api.url,
+        str(api.token_file),
+        "--pods",
+        str(args.pods),
+        "--page-size",
+        str(args.page_size),
+    )
     runs = []
     try:
         for i in range(args.runs):
-            runs.append(
-                run_python(
-                    "bench_sync.py",
-                    "--child",
-                    api.url,
-                    str(api.token_file),
-                    "--pods",
-                    str(args.pods),
-                    "--page-size",
-                    str(args.page_size),
-                )
-            )
+            runs.append(run_python(*child_args))
             r = runs[-1]
             note(
                 f"run {i + 1}: synced {r['pods']} pods in {r['sync_s']:.2f}s, peak {r['peak_rss_mb']:.0f} MB"
             )
         profile_top: list[str] = []
         if args.profile:
-            profiled = run_python(
-                "bench_sync.py",
-                "--child",
-                api.url,
-                str(api.token_file),
-                "--pods",
-                str(args.pods),
-                "--page-size",
-                str(args.page_size),
-                "--profile",
-            )
+            profiled = run_python(*child_args, "--profile")
             profile_top = profiled["profile_top"]
     finally:
         api.stop()
