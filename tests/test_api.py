@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -41,8 +42,8 @@ def host_network_pod(name: str, node: str, node_ip: str, uid: str) -> Pod:
 
 
 @pytest.fixture
-def service() -> Service:
-    svc = Service(Settings(grace_period=30.0))
+def service(tmp_path: Path) -> Service:
+    svc = Service(Settings(grace_period=30.0, store=f"sqlite:///{tmp_path}/history.db"))
     svc.clusters["default"] = ClusterSync(
         "default", KubeClient(explicit_access("http://127.0.0.1:1", token=None)), svc.index
     )
@@ -52,6 +53,7 @@ def service() -> Service:
 def mark_synced(service: Service, pods: list[Pod]) -> None:
     service.index.replace_pods("default", pods, time.time())
     service.clusters["default"].pods.synced.set()
+    service.history.loaded = True  # nothing to load: the store is new
 
 
 @pytest.fixture

@@ -112,6 +112,14 @@ def test_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.from_env(settings.to_env()) == settings
 
 
+def test_durations_and_switches_read_as_operators_write_them() -> None:
+    settings = Settings.from_env(
+        {"PODINDEX_RETENTION": "7d", "PODINDEX_GRACE_PERIOD": "1m", "PODINDEX_WATCH": "false"}
+    )
+    assert (settings.retention, settings.grace_period, settings.watch) == (604800.0, 60.0, False)
+    assert Settings.from_env(settings.to_env()) == settings
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -120,6 +128,9 @@ def test_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"PODINDEX_PAGE_SIZE": "0"}, "page_size"),
         ({"PODINDEX_LOG_LEVEL": "loud"}, "log_level"),
         ({"PODINDEX_CLUSTER_ID": 'prod"east'}, "cluster_id"),
+        ({"PODINDEX_STORE": "mysql://db/podindex"}, "store"),
+        ({"PODINDEX_RETENTION": "a week"}, "PODINDEX_RETENTION"),
+        ({"PODINDEX_WATCH": "maybe"}, "PODINDEX_WATCH"),
     ],
 )
 def test_bad_settings_name_the_option(env: dict[str, str], message: str) -> None:

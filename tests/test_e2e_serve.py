@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,6 +52,8 @@ def start_podindex(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
     process = subprocess.Popen(
         [sys.executable, "-m", "podindex", *args, "--listen", f"127.0.0.1:{port}"],
         env={**clean, **env},
+        cwd=tempfile.mkdtemp(prefix="podindex-e2e-"),  # its default history file goes there
+        start_new_session=True,  # its own process group: granian's worker is a child
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -200,7 +201,7 @@ async def test_metadata_only_owners_name_the_deployment(replay: ReplayServer) ->
         REPLICASETS,
         PartialObjectMetadata,
         PartialObjectMetadataList,
-        OwnerSink(index, "c1", "ReplicaSet"),
+        OwnerSink(index, "c1", "ReplicaSet", time.time),
     )
     await owners.list_once()
     accept = replay.requests[0].headers["Accept"]

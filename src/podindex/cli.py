@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from podindex import __version__
-from podindex.settings import Settings, SettingsError, env_name
+from podindex.settings import Settings, SettingsError, convert, env_name
+from podindex.store.base import redact
 
 _SERVE_FLAGS: dict[str, str] = {
     "listen": "HOST:PORT to listen on (default 127.0.0.1:8080)",
@@ -41,6 +42,11 @@ _SERVE_FLAGS: dict[str, str] = {
     "stall_timeout": "seconds of watch silence before the stream is restarted (default 90)",
     "page_size": "LIST chunk size (default 500)",
     "log_level": "debug, info, warning or error (default info)",
+    "store": "history store: sqlite:///path/file.db or postgresql://user@host/db "
+    "(default sqlite:///podindex.db)",
+    "retention": "how long dead pods stay in history, e.g. 7d, 12h (default 7d)",
+    "watch": "false: watch no cluster, serve only what agents push (default true)",
+    "ack_timeout": "seconds a push waits for the store before answering 503 (default 5)",
 }
 
 
@@ -62,11 +68,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        if f.name in ("grace_period", "stall_timeout"):
-            value = float(value)
-        elif f.name == "page_size":
-            value = int(value)
-        overrides[f.name] = value
+        flag = "--" + f.name.replace("_", "-")
+        overrides[f.name] = convert(flag, value, str(f.type))
     settings = replace(base, **overrides)
     settings.validate()
     return settings
@@ -108,13 +111,14 @@ def check_access(settings: Settings) -> str | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    problem = check_access(settings)
+    problem = check_access(settings) if settings.watch else None
     if problem is not None:
         print(f"podindex: {problem}", file=sys.stderr)
         return 2
+    watching = f"cluster '{settings.cluster_id}'" if settings.watch else "no cluster: a broker"
     print(
-        f"podindex {__version__}: serving on http://{settings.listen} "
-        f"(cluster '{settings.cluster_id}')",
+        f"podindex {__version__}: serving on http://{settings.listen} ({watching}), "
+        f"history in {redact(settings.store)}",
         file=sys.stderr,
     )
     return _serve(settings)
@@ -216,6 +220,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             kubeconfig=None,
             context=None,
             cluster_id=settings.cluster_id,
+            # The emulated cluster lives as long as the demo: so does its history,
+            # unless a store was asked for.
+            store=settings.store
+            if settings.store != Settings.store
+            else f"sqlite:///{workdir}/history.db",
         )
         return _serve(demo_settings)
     finally:

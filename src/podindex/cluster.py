@@ -47,10 +47,17 @@ class PodSink:
 
 
 class OwnerSink:
-    def __init__(self, index: Index, cluster: str, kind: Literal["ReplicaSet", "Job"]) -> None:
+    def __init__(
+        self,
+        index: Index,
+        cluster: str,
+        kind: Literal["ReplicaSet", "Job"],
+        clock: Callable[[], float],
+    ) -> None:
         self.index = index
         self.cluster = cluster
         self.kind: Literal["ReplicaSet", "Job"] = kind
+        self.clock = clock
 
     def _record(self, item: PartialObjectMetadata) -> OwnerRecord:
         meta = item.metadata
@@ -64,13 +71,14 @@ class OwnerSink:
         )
 
     def replace(self, items: list[PartialObjectMetadata], resource_version: str) -> None:
-        self.index.replace_owners(self.cluster, self.kind, [self._record(i) for i in items])
+        records = [self._record(i) for i in items]
+        self.index.replace_owners(self.cluster, self.kind, records, self.clock())
 
     def apply(self, event_type: EventType, item: PartialObjectMetadata) -> None:
         if event_type == "DELETED":
-            self.index.delete_owner(self.cluster, item.metadata.uid)
+            self.index.delete_owner(self.cluster, item.metadata.uid, self.clock())
         else:
-            self.index.upsert_owner(self._record(item))
+            self.index.upsert_owner(self._record(item), self.clock())
 
 
 @dataclass
@@ -104,13 +112,13 @@ class ClusterSync:
             REPLICASETS,
             PartialObjectMetadata,
             PartialObjectMetadataList,
-            OwnerSink(index, cluster_id, "ReplicaSet"),
+            OwnerSink(index, cluster_id, "ReplicaSet", clock),
         )
         self.jobs: Watcher[PartialObjectMetadata] = self._watcher(
             JOBS,
             PartialObjectMetadata,
             PartialObjectMetadataList,
-            OwnerSink(index, cluster_id, "Job"),
+            OwnerSink(index, cluster_id, "Job", clock),
         )
 
     def _watcher(

@@ -48,6 +48,8 @@ from podindex.sharing import ValueSharing, kept_status_equal
 HOLDING_PHASES: Final = frozenset({"Pending", "Running", ""})
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 NEVER: Final = math.inf
+AGENT: Final = "agent"
+"""``identity_source`` of a workload named by the agent that pushed the pod."""
 
 _K = TypeVar("_K")
 
@@ -99,6 +101,24 @@ class PodRecord(msgspec.Struct, gc=False):
     def rank(self) -> tuple[str, int]:
         """Newer pods rank higher: creation time, then first-seen order."""
         return (self.pod.metadata.creationTimestamp or "", self.seq)
+
+
+class Change(msgspec.Struct, gc=False):
+    """What the index decided about one pod, for the history store (:mod:`podindex.history`)."""
+
+    record: PodRecord
+    """The pod as now kept; for a removed pod, as it was last seen."""
+    at: float
+    """When the index applied it; 0.0 for an owner change whose caller gave no time."""
+    dead: bool
+    acquired: bool
+    """It holds an IP it did not hold before this change."""
+    released: bool
+    """It gave up an IP it held before this change."""
+    first: bool = False
+    """The index had not seen this pod before (it may have held its IPs for long)."""
+    acquired_at: float = 0.0
+    """Set by the history writer when it merges changes: when the first of them acquired."""
 
 
 class Release(msgspec.Struct, gc=False):
@@ -176,11 +196,26 @@ class Index:
         self._dead: dict[PodKey, tuple[float, int | None]] = {}
         """Deleted uid -> (forget after, resourceVersion at deletion)."""
         self._dead_queue: deque[tuple[float, PodKey]] = deque()
+        self.changes: list[Change] | None = None
+        """When a list, every change to a pod's kept state is appended to it (the
+        history writer takes them); None keeps no record of changes."""
 
     # --- applying events ----------------------------------------------------
 
-    def upsert_pod(self, cluster: str, pod: Pod, now: float, *, source: str = "watch") -> bool:
-        """Apply an ADDED/MODIFIED pod. Returns False when ignored as stale."""
+    def upsert_pod(
+        self,
+        cluster: str,
+        pod: Pod,
+        now: float,
+        *,
+        source: str = "watch",
+        workload: Workload | None = None,
+    ) -> bool:
+        """Apply an ADDED/MODIFIED pod. Returns False when ignored as stale.
+
+        ``workload`` given (an agent that pushed the pod named it) is kept
+        instead of the one resolved from labels and owners.
+        """
         key = (cluster, pod.metadata.uid)
         dead = self._dead.get(key)
         if dead is not None:
@@ -196,7 +231,7 @@ class Index:
             old_rv = _rv(old.resource_version)
             if new_rv is not None and old_rv is not None and new_rv <= old_rv:
                 return False
-        self._store(key, pod, old, now, source)
+        self._store(key, pod, old, now, source, workload)
         return True
 
     def delete_pod(self, cluster: str, pod: Pod, now: float) -> bool:
@@ -255,19 +290,21 @@ class Index:
                 ]
                 self._mark_dead(key, now, max(versions) if versions else None)
 
-    def upsert_owner(self, owner: OwnerRecord) -> None:
+    def upsert_owner(self, owner: OwnerRecord, now: float = 0.0) -> None:
         table = self.owners.setdefault(owner.cluster, {})
         # Most ReplicaSet events are status (replica counts): nothing the walk reads.
         if table.get(owner.uid) != owner:
             table[owner.uid] = owner
-            self._refresh_owned(owner.cluster, owner.namespace, {owner.uid})
+            self._refresh_owned(owner.cluster, owner.namespace, {owner.uid}, now)
 
-    def delete_owner(self, cluster: str, uid: str) -> None:
+    def delete_owner(self, cluster: str, uid: str, now: float = 0.0) -> None:
         owner = self.owners.get(cluster, {}).pop(uid, None)
         if owner is not None:
-            self._refresh_owned(cluster, owner.namespace, {uid})
+            self._refresh_owned(cluster, owner.namespace, {uid}, now)
 
-    def replace_owners(self, cluster: str, kind: str, owners: Iterable[OwnerRecord]) -> None:
+    def replace_owners(
+        self, cluster: str, kind: str, owners: Iterable[OwnerRecord], now: float = 0.0
+    ) -> None:
         """Reconcile ReplicaSets or Jobs of a cluster with a fresh LIST."""
         table = self.owners.setdefault(cluster, {})
         fresh = {o.uid: o for o in owners}
@@ -280,7 +317,7 @@ class Index:
         for owner in changed:
             by_namespace.setdefault(owner.namespace, set()).add(owner.uid)
         for namespace, uids in by_namespace.items():
-            self._refresh_owned(cluster, namespace, uids)
+            self._refresh_owned(cluster, namespace, uids, now)
 
     def forget_cluster(self, cluster: str, now: float) -> None:
         """Drop every pod of a cluster (its integration was removed)."""
@@ -337,6 +374,15 @@ class Index:
             return self.pods[claims]
         return max((self.pods[k] for k in claims), key=PodRecord.rank)
 
+    def named(self, name: str, namespace: str | None = None) -> list[PodRecord]:
+        """Every live pod of that name (in ``namespace``, else in any), in every cluster."""
+        keys: Iterable[PodKey] = (
+            self._by_namespace.get(namespace, ()) if namespace is not None else self.pods
+        )
+        found = [r for r in map(self.pods.__getitem__, keys) if r.name == name]
+        found.sort(key=PodRecord.order)
+        return found
+
     def select(
         self,
         *,
@@ -390,7 +436,13 @@ class Index:
         return self.sharing.workload(workload)
 
     def _make_record(
-        self, key: PodKey, pod: Pod, seq: int, source: str, old: PodRecord | None = None
+        self,
+        key: PodKey,
+        pod: Pod,
+        seq: int,
+        source: str,
+        old: PodRecord | None = None,
+        workload: Workload | None = None,
     ) -> PodRecord:
         """The record for ``pod``; keeps ``old``'s pod, body and tables when only the version moved.
 
@@ -399,10 +451,16 @@ class Index:
         with ``old``, so a status-only event costs a comparison, not a rebuild.
         """
         version = pod.metadata.resourceVersion
-        if old is not None and old.source == source and _same_but_version(old.pod, pod):
+        if (
+            old is not None
+            and old.source == source
+            and (workload is None or workload == old.workload)
+            and _same_but_version(old.pod, pod)
+        ):
             return msgspec.structs.replace(old, seq=seq, resource_version=version)
         pod = self.sharing.pod(pod)
-        workload = self._workload(pod.metadata, key[0])
+        if workload is None:
+            workload = self._workload(pod.metadata, key[0])
         ips = held_ips(pod)
         body = answers.pod_answer(key[0], pod, list(ips), workload, source=source)
         return PodRecord(
@@ -417,13 +475,21 @@ class Index:
             resource_version=version,
         )
 
-    def _store(self, key: PodKey, pod: Pod, old: PodRecord | None, now: float, source: str) -> None:
+    def _store(
+        self,
+        key: PodKey,
+        pod: Pod,
+        old: PodRecord | None,
+        now: float,
+        source: str,
+        workload: Workload | None = None,
+    ) -> None:
         if old is None:
             self._seq += 1
             seq = self._seq
         else:
             seq = old.seq
-        record = self._make_record(key, pod, seq, source, old)
+        record = self._make_record(key, pod, seq, source, old, workload)
         if old is not None and record.body is old.body:
             # Same answer, same keys: every table already points at this pod's key.
             self.pods[key] = record
@@ -432,6 +498,18 @@ class Index:
             self._unlink(old, record, now)
         self.pods[key] = record
         self._link(record, old)
+        if self.changes is not None:
+            old_ips = old.ips if old is not None else ()
+            self.changes.append(
+                Change(
+                    record,
+                    now,
+                    False,
+                    any(ip not in old_ips for ip in record.ips),
+                    any(ip not in record.ips for ip in old_ips),
+                    old is None,
+                )
+            )
 
     def _link(self, record: PodRecord, old: PodRecord | None) -> None:
         key = record.key
@@ -507,10 +585,16 @@ class Index:
     ) -> None:
         """Drop a pod; with ``release`` its IPs enter the grace period showing ``final_pod``."""
         final = (
-            self._make_record(record.key, final_pod, record.seq, record.source) if release else None
+            self._make_record(
+                record.key, final_pod, record.seq, record.source, workload=self._kept(record)
+            )
+            if release or self.changes is not None
+            else None
         )
-        self._unlink(record, None, now, released_as=final)
+        self._unlink(record, None, now, released_as=final if release else None)
         del self.pods[record.key]
+        if self.changes is not None and final is not None:
+            self.changes.append(Change(final, now, True, False, bool(record.ips)))
 
     def _mark_dead(self, key: PodKey, now: float, version: int | None) -> None:
         expiry = now + self.dead_uid_ttl
@@ -589,11 +673,18 @@ class Index:
         return node, refs
 
     @staticmethod
+    def _kept(record: PodRecord) -> Workload | None:
+        """The workload an agent named for this pod (never re-resolved), else None."""
+        return record.workload if record.workload.identity_source == AGENT else None
+
+    @staticmethod
     def _workload_key(record: PodRecord) -> WorkloadKey:
         w = record.workload
         return (record.key[0], record.namespace, w.kind, w.name)
 
-    def _refresh_owned(self, cluster: str, namespace: str, owner_uids: set[str]) -> None:
+    def _refresh_owned(
+        self, cluster: str, namespace: str, owner_uids: set[str], now: float
+    ) -> None:
         """Recompute identities of the pods these owners control (they appeared, changed or went).
 
         A scan of the owner's namespace: owner changes are rare next to pod
@@ -602,14 +693,16 @@ class Index:
         for key in [k for k in self._by_namespace.get(namespace, ()) if k[0] == cluster]:
             record = self.pods[key]
             ref = controller_of(record.pod.metadata)
-            if ref is None or ref.uid not in owner_uids:
+            if ref is None or ref.uid not in owner_uids or self._kept(record) is not None:
                 continue
             workload = self._workload(record.pod.metadata, cluster)
             if workload != record.workload:
                 refreshed = self._make_record(key, record.pod, record.seq, record.source)
-                self._unlink(record, refreshed, 0.0)
+                self._unlink(record, refreshed, now)
                 self.pods[key] = refreshed
                 self._link(refreshed, record)
+                if self.changes is not None:
+                    self.changes.append(Change(refreshed, now, False, False, False))
 
 
 def _claim(table: dict[_K, PodKey | set[PodKey]], k: _K, key: PodKey) -> None:

@@ -1,7 +1,8 @@
-"""The running service: the index, the clusters that feed it, and its housekeeping.
+"""The running service: the index, the clusters that feed it, its history, its housekeeping.
 
 The API's lifespan owns :meth:`Service.run`; every background task lives in
-its task group and ends with it.
+its task group and ends with it. History is loaded before the watchers start,
+so their first lists reconcile it with the clusters.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 
 from podindex.cluster import ClusterSync, WatchOptions
+from podindex.history import HistoryWriter
 from podindex.index import Index
 from podindex.kube.client import KubeClient
 from podindex.kube.config import ClusterAccess, discover_access, explicit_access
 from podindex.kube.errors import ConfigError
 from podindex.settings import Settings
+from podindex.store.base import StoreError, open_store
 
 log = logging.getLogger("podindex.service")
 
@@ -25,23 +28,30 @@ log = logging.getLogger("podindex.service")
 class Service:
     settings: Settings
     index: Index = field(init=False)
+    history: HistoryWriter = field(init=False)
     clusters: dict[str, ClusterSync] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     expiry_interval: float = 1.0
 
     def __post_init__(self) -> None:
         self.index = Index(grace_seconds=self.settings.grace_period)
+        self.history = HistoryWriter(
+            open_store(self.settings.store), self.index, retention=self.settings.retention
+        )
 
     _ready: bool = field(default=False, init=False)
 
     @property
     def ready(self) -> bool:
-        """Every configured cluster finished its initial sync (and there is one).
+        """History is loaded and every configured cluster finished its initial sync.
 
-        Asked on every lookup: once true it stays true until a cluster is added.
+        Without watching (a broker only), loaded history is enough. Asked on
+        every lookup: once true it stays true until a cluster is added.
         """
         if not self._ready:
-            self._ready = bool(self.clusters) and all(c.ready for c in self.clusters.values())
+            synced = all(c.ready for c in self.clusters.values())
+            watching = bool(self.clusters) or not self.settings.watch
+            self._ready = self.history.loaded and watching and synced
         return self._ready
 
     async def resolve_access(self) -> ClusterAccess:
@@ -74,15 +84,48 @@ class Service:
         return sync
 
     async def run(self) -> None:
-        """Watch every cluster and expire grace entries, until cancelled."""
+        """Load history, then watch every cluster, write history and expire grace entries."""
         try:
+            await self._load_history()
             async with asyncio.TaskGroup() as group:
+                group.create_task(self.history.run(), name="history")
                 for sync in self.clusters.values():
                     group.create_task(sync.run(), name=f"cluster {sync.cluster_id}")
                 group.create_task(self._expire_loop(), name="expiry")
         finally:
             for sync in self.clusters.values():
                 await sync.client.close()
+            await self._close_history()
+
+    async def _load_history(self) -> None:
+        """Open the store and load it, retrying while it is unreachable (not ready till then)."""
+        delay = 1.0
+        while True:
+            try:
+                await self.history.store.open()
+                await self.history.load(set(self.clusters))
+                return
+            except StoreError as exc:
+                log.error(
+                    "history store %s unavailable (%s); retrying in %.0fs",
+                    self.history.store.url,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _close_history(self) -> None:
+        """Write what is pending (briefly: a stopping service must stop), then close."""
+        try:
+            if self.history.loaded:
+                await asyncio.wait_for(self.history.flush(), 10.0)
+        except (StoreError, TimeoutError) as exc:
+            log.error(
+                "history: %d changes not written at shutdown (%s)", len(self.history.pending), exc
+            )
+        finally:
+            await self.history.store.close()
 
     async def _expire_loop(self) -> None:
         while True:

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 _CLUSTER_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 class SettingsError(ValueError):
@@ -35,6 +38,14 @@ class Settings:
     stall_timeout: float = 90.0
     page_size: int = 500
     log_level: str = "info"
+    store: str = "sqlite:///podindex.db"
+    """History store URL: ``sqlite:///path/file.db`` or ``postgresql://…``."""
+    retention: float = 7 * 86400.0
+    """Seconds a dead pod's history is kept (``7d``, ``12h``, ``30m`` are accepted too)."""
+    watch: bool = True
+    """Watch the cluster; false serves only what agents push (a broker)."""
+    ack_timeout: float = 5.0
+    """Seconds a push waits for its write to the store before answering 503."""
 
     @property
     def host(self) -> str:
@@ -58,7 +69,7 @@ class Settings:
             raw = source.get(env_name(f.name))
             if raw is None or raw == "":
                 continue
-            values[f.name] = _convert(f.name, raw, str(f.type))
+            values[f.name] = convert(env_name(f.name), raw, str(f.type))
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -85,18 +96,33 @@ class Settings:
             )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError("log_level must be debug, info, warning or error")
+        if not self.store.startswith(("sqlite:", "postgresql:", "postgres:")):
+            raise SettingsError("store must be sqlite:///path/file.db or postgresql://...")
+        if self.retention <= 0:
+            raise SettingsError("retention must be > 0")
+        if self.ack_timeout <= 0:
+            raise SettingsError("ack_timeout must be > 0 seconds")
 
 
 def env_name(field_name: str) -> str:
     return "PODINDEX_" + field_name.upper()
 
 
-def _convert(name: str, raw: str, type_name: str) -> object:
+def convert(name: str, raw: str, type_name: str) -> object:
+    """A setting's text (a flag or variable) as its field's type; durations take s/m/h/d."""
+    if type_name.startswith("bool"):
+        value = _BOOLEANS.get(raw.strip().lower())
+        if value is None:
+            raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+        return value
     try:
         if type_name.startswith("float"):
-            return float(raw)
+            matched = _DURATION.fullmatch(raw.strip())
+            if matched is None:
+                raise ValueError(raw)
+            return float(matched[1]) * _UNIT_SECONDS[matched[2] or "s"]
         if type_name.startswith("int"):
             return int(raw)
     except ValueError as exc:
-        raise SettingsError(f"{env_name(name)}: expected a number, got {raw!r}") from exc
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from exc
     return raw

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podindex.api import errors, openapi, podwatcher
+from podindex.api import attribution, broker, errors, openapi, podwatcher
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics
 from podindex.logs import configure_logging
@@ -44,7 +44,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
         if not run_background:
             yield
             return
-        if not service.clusters:
+        if not service.clusters and service.settings.watch:
             access = await service.resolve_access()
             await service.add_cluster(service.settings.cluster_id, access)
         task = asyncio.create_task(service.run(), name="podindex service")
@@ -58,6 +58,8 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
     app = Starlette(
         routes=[
             *podwatcher.routes(service),
+            *broker.routes(service),
+            *attribution.routes(service),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],

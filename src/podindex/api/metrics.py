@@ -60,6 +60,37 @@ class ServiceCollector(Collector):
                     family.add_metric([cluster_id, resource], getattr(stats, attr))
         yield from families.values()
         yield synced
+        yield from self._history()
+
+    def _history(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        history = self.service.history
+        stats = history.stats
+        for name, help_text, value in (
+            ("podindex_history_writes", "Pod rows written to the history store", stats.written),
+            ("podindex_history_batches", "Batches committed to the history store", stats.batches),
+            ("podindex_history_failures", "Failed writes to the history store", stats.failures),
+            (
+                "podindex_history_dropped",
+                "Pod changes dropped while the store was down (then resynced)",
+                stats.dropped,
+            ),
+            ("podindex_history_resyncs", "Whole-index writes after drops", stats.resyncs),
+            ("podindex_history_pruned", "Dead pods pruned by retention", stats.pruned),
+        ):
+            counter = CounterMetricFamily(name, help_text)
+            counter.add_metric([], value)
+            yield counter
+        pending = GaugeMetricFamily(
+            "podindex_history_pending", "Pod changes waiting to be written to the store"
+        )
+        pending.add_metric([], len(history.pending) + len(history.index.changes or ()))
+        yield pending
+        success = GaugeMetricFamily(
+            "podindex_history_last_success_seconds",
+            "Unix time of the last successful write to the history store (0: none yet)",
+        )
+        success.add_metric([], stats.last_success)
+        yield success
 
 
 _OUTCOMES = {200: "found", 400: "bad_request", 404: "not_found", 409: "ambiguous", 503: "not_ready"}

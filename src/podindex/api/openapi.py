@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from podindex import __version__
+from podindex.api.attribution import AttributeRequest, AttributeResponse
+from podindex.api.broker import BrokerRow, MarkDead, PodSpecPush
 
 _ERROR = {
     "type": "object",
@@ -84,6 +88,141 @@ _NODE = {
         "pods": {"type": "array", "items": {"type": "object"}},
     },
 }
+
+
+def _json_body(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _rows(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/BrokerRow"}}
+            }
+        },
+    }
+
+
+_NOT_FOUND = {
+    "description": "No pod matches",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"error": {"enum": ["No data found"]}}}
+        }
+    },
+}
+_STORE_DOWN = _error("History not loaded yet, or the store did not answer in time")
+
+
+def _broker_paths() -> dict[str, Any]:
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    namespace = {
+        "name": "namespace",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+    at = {
+        "name": "at",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "RFC 3339 or unix seconds: who held the IP at that instant",
+    }
+    return {
+        "/pod/spec": {
+            "post": {
+                "summary": "An agent pushes a pod (upsert on namespace + name)",
+                "requestBody": {"required": True, **_json_body("PodSpecPush", "The pod")},
+                "responses": {
+                    "200": {"description": "Stored (committed) or ignored, with the reason"},
+                    "400": _error("Empty pod_name/pod_namespace, bad pod_ip or pod_obj"),
+                    "413": _error("Body too large"),
+                    "503": _STORE_DOWN,
+                },
+            }
+        },
+        "/pod/mark_dead": {
+            "post": {
+                "summary": "Mark pushed pods dead (by namespace + name, and pod_ip when given)",
+                "requestBody": {"required": True, **_json_body("MarkDead", "Which pod")},
+                "responses": {
+                    "200": {"description": '{"marked": n}'},
+                    "400": _error("Empty pod_name or bad pod_ip"),
+                    "503": _STORE_DOWN,
+                },
+            }
+        },
+        "/pod/info": {
+            "get": {
+                "summary": "Every pod in history, live and dead, by (namespace, name)",
+                "responses": {"200": _rows("All rows"), "503": _STORE_DOWN},
+            }
+        },
+        "/pod/name/{name}": {
+            "get": {
+                "summary": "The live pod of that name, else the one that died last",
+                "parameters": [name, namespace],
+                "responses": {
+                    "200": _json_body("BrokerRow", "The pod, with its object"),
+                    "404": _NOT_FOUND,
+                    "503": _STORE_DOWN,
+                },
+            }
+        },
+        "/pod/ip/{ip}": {
+            "get": {
+                "summary": "Who holds (or last held) an IP; with ?at=, who held it then",
+                "parameters": [
+                    {"name": "ip", "in": "path", "required": True, "schema": {"type": "string"}},
+                    at,
+                ],
+                "responses": {
+                    "200": _json_body("BrokerRow", "The pod, with its object"),
+                    "400": _error("Bad IP or at"),
+                    "404": _NOT_FOUND,
+                    "503": _STORE_DOWN,
+                },
+            }
+        },
+        "/pod/list/{node}": {
+            "get": {
+                "summary": "Live pods on a node, by (namespace, name)",
+                "parameters": [
+                    {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _rows("Live pods of the node"), "503": _STORE_DOWN},
+            }
+        },
+        "/attribute": {
+            "post": {
+                "summary": "Attribute many (ip, timestamp) pairs to pods in one call",
+                "requestBody": {"required": True, **_json_body("AttributeRequest", "The pairs")},
+                "responses": {
+                    "200": _json_body(
+                        "AttributeResponse",
+                        "One result per pair, in order, each naming its holder by index",
+                    ),
+                    "400": _error("A pair's ip or at is bad (its position is named)"),
+                    "413": _error("Too many pairs or too large a body"),
+                    "503": _STORE_DOWN,
+                },
+            }
+        },
+    }
+
+
+def _struct_schemas() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [PodSpecPush, MarkDead, BrokerRow, AttributeRequest, AttributeResponse],
+        ref_template="#/components/schemas/{name}",
+    )
+    return components
 
 
 def document() -> dict[str, Any]:
@@ -190,6 +329,9 @@ def document() -> dict[str, Any]:
                     "responses": {"200": {"description": "ok"}},
                 }
             },
+            **_broker_paths(),
         },
-        "components": {"schemas": {"Error": _ERROR, "Pod": _POD, "NodeIP": _NODE}},
+        "components": {
+            "schemas": {"Error": _ERROR, "Pod": _POD, "NodeIP": _NODE, **_struct_schemas()}
+        },
     }

@@ -127,8 +127,13 @@ def routes(service: Service) -> list[Route]:
             cid: {"synced": sync.ready, "pods_listed": sync.pods.stats.lists > 0}
             for cid, sync in sorted(service.clusters.items())
         }
+        history = {"store": service.history.store.url, "loaded": service.history.loaded}
         body = msgspec.json.encode(
-            {"status": "ready" if service.ready else "not_ready", "clusters": clusters}
+            {
+                "status": "ready" if service.ready else "not_ready",
+                "clusters": clusters,
+                "history": history,
+            }
         )
         return _json(body, 200 if service.ready else 503)
 

@@ -1,0 +1,326 @@
+"""History: write-behind throughput on SQLite and PostgreSQL, and ``POST /attribute`` latency.
+
+Write-behind. An Index takes 100k realistic pods (ADDED: each a new row, an
+IP lease opened, its object compressed), then churn from the ingest
+benchmark's event mix in which each event changes what history keeps (a pod
+deleted, a new pod taking a freed IP, a pod relabelled). The writer's flush
+(conversion to rows, compression, the store's transactions) is timed alone:
+changes written per second of writer time, median of ``--runs`` runs, each on
+a new database.
+
+Attribution. A real ``podindex serve --watch false`` process over a store
+holding 100k pods and their leases (a fifth of the IPs reused, so lookups
+need the time), asked over HTTP to attribute 100k (ip, timestamp) pairs in
+one call; wall time of the call, median of ``--runs`` calls.
+
+    .venv/bin/python bench/bench_history.py [--pods 100000] [--runs 3] [--backend both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from _common import PYTHON, ROOT, median, note, pod_lines, table, write_results
+
+TARGET_CHANGES_PER_S = 20_000
+TARGET_ATTRIBUTE_S = 1.0
+ADMIN_URL = os.environ.get(
+    "PODINDEX_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+async def new_store_url(backend: str, workdir: Path, tag: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{workdir}/{tag}.db"
+    import asyncpg
+
+    name = f"podindex_bench_{os.getpid()}_{tag}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    finally:
+        await admin.close()
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_store(url: str) -> None:
+    if not url.startswith("postgres"):
+        return
+    import asyncpg
+
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def churn(pods: list[Any], n: int, seed: int = 5) -> list[tuple[str, Any]]:
+    """``n`` changes history keeps: deletes, new pods taking freed IPs, relabels."""
+    rng = random.Random(seed)
+    live = list(range(len(pods)))
+    freed: list[str] = []
+    out: list[tuple[str, Any]] = []
+    next_new = len(pods)
+    template = pods[0]
+    for step in range(n):
+        r = rng.random()
+        if r < 0.3 and live:
+            i = live.pop(rng.randrange(len(live)))
+            freed.append(pods[i].status.podIP)
+            out.append(("DELETED", pods[i]))
+        elif r < 0.6 and freed:
+            new = msgspec.json.decode(msgspec.json.encode(template), type=type(template))
+            new.metadata.uid = f"new-{next_new}"
+            new.metadata.name = f"new-{next_new}"
+            new.metadata.resourceVersion = str(10_000_000 + step)
+            ip = freed.pop(rng.randrange(len(freed)))
+            new.status.podIP = ip
+            new.status.podIPs = ((type(template.status.podIPs[0]))(ip),)
+            pods.append(new)
+            live.append(len(pods) - 1)
+            next_new += 1
+            out.append(("ADDED", new))
+        elif live:
+            i = live[rng.randrange(len(live))]
+            pod = msgspec.json.decode(msgspec.json.encode(pods[i]), type=type(template))
+            pod.metadata.labels = {**pod.metadata.labels, "rollout": str(step)}
+            pod.metadata.resourceVersion = str(10_000_000 + step)
+            pods[i] = pod
+            out.append(("MODIFIED", pod))
+    return out
+
+
+async def write_behind_run(
+    backend: str, pods_raw: list[bytes], workdir: Path, run: int
+) -> dict[str, float]:
+    from podindex.history import HistoryWriter
+    from podindex.index import Index
+    from podindex.model import Pod
+    from podindex.store.base import open_store
+
+    decoder = msgspec.json.Decoder(Pod)
+    pods = [decoder.decode(line) for line in pods_raw]
+    url = await new_store_url(backend, workdir, f"w{run}")
+    store = open_store(url)
+    await store.open()
+    try:
+        index = Index()
+        writer = HistoryWriter(store, index)
+        now = time.time()
+        for pod in pods:
+            index.upsert_pod("default", pod, now)
+        n_initial = len(index.changes or [])
+        t = time.perf_counter()
+        await writer.flush()
+        initial_s = time.perf_counter() - t
+        changes = churn(pods, len(pods) // 2)
+        flush_s = 0.0
+        n_churn = 0
+        for start in range(0, len(changes), 5000):
+            now = time.time()
+            for kind, pod in changes[start : start + 5000]:
+                if kind == "DELETED":
+                    index.delete_pod("default", pod, now)
+                else:
+                    index.upsert_pod("default", pod, now)
+            n_churn += len(index.changes or [])
+            t = time.perf_counter()
+            await writer.flush()
+            flush_s += time.perf_counter() - t
+        return {
+            "initial_changes": n_initial,
+            "initial_per_s": n_initial / initial_s,
+            "churn_changes": n_churn,
+            "churn_per_s": n_churn / flush_s,
+        }
+    finally:
+        await store.close()
+        await drop_store(url)
+
+
+async def populate_for_attribution(
+    url: str, pods_raw: list[bytes]
+) -> tuple[list[str], float, float]:
+    """100k pods with leases over an hour of history; returns the IPs and the time span."""
+    from podindex.history import HistoryWriter
+    from podindex.index import Index
+    from podindex.model import Pod
+    from podindex.store.base import open_store
+
+    decoder = msgspec.json.Decoder(Pod)
+    pods = [decoder.decode(line) for line in pods_raw]
+    store = open_store(url)
+    await store.open()
+    index = Index()
+    writer = HistoryWriter(store, index)
+    start = time.time() - 3600
+    for pod in pods:
+        index.upsert_pod("default", pod, start)
+    await writer.flush()
+    changes = churn(pods, len(pods) // 2, seed=9)
+    step = 3000.0 / len(changes)
+    for n, (kind, pod) in enumerate(changes):
+        at = start + 60 + n * step
+        if kind == "DELETED":
+            index.delete_pod("default", pod, at)
+        else:
+            index.upsert_pod("default", pod, at)
+        if n % 5000 == 0:
+            await writer.flush()
+    await writer.flush()
+    await store.close()
+    ips = sorted({p.status.podIP for p in pods})
+    return ips, start, time.time()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def attribute_runs(
+    url: str, ips: list[str], span: tuple[float, float], runs: int, pairs: int
+) -> dict[str, Any]:
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODINDEX_")}
+    env.update(PODINDEX_STORE=url, PODINDEX_WATCH="false", PODINDEX_LOG_LEVEL="warning")
+    server = subprocess.Popen(
+        [PYTHON, "-m", "podindex", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=tempfile.gettempdir(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rng = random.Random(3)
+    flows = [{"ip": rng.choice(ips), "at": round(rng.uniform(*span), 3)} for _ in range(pairs)]
+    body = msgspec.json.encode({"pairs": flows})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if (await client.get("/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server not ready")
+                await asyncio.sleep(0.2)
+            times = []
+            attributed = 0
+            for _ in range(runs):
+                t = time.perf_counter()
+                response = await client.post(
+                    "/attribute", content=body, headers={"content-type": "application/json"}
+                )
+                times.append(time.perf_counter() - t)
+                response.raise_for_status()
+                results = response.json()["results"]
+                attributed = sum(1 for r in results if r["holder"] is not None)
+            return {
+                "seconds": times,
+                "median_s": median(times),
+                "pairs": pairs,
+                "distinct_ips": len({f["ip"] for f in flows}),
+                "attributed": attributed,
+                "request_bytes": len(body),
+            }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    note(f"building/loading {args.pods} pods (cached) ...")
+    pods_raw = pod_lines(args.pods)
+    workdir = Path(tempfile.mkdtemp(prefix="podindex-bench-history-"))
+    results: dict[str, Any] = {}
+    rows = []
+    verdicts = []
+    for backend in backends:
+        runs = []
+        for run in range(args.runs):
+            r = await write_behind_run(backend, pods_raw, workdir, run)
+            note(
+                f"{backend} run {run + 1}: initial {r['initial_per_s']:,.0f}/s, churn {r['churn_per_s']:,.0f}/s"
+            )
+            runs.append(r)
+        med = {k: median(r[k] for r in runs) for k in runs[0]}
+        url = await new_store_url(backend, workdir, "attr")
+        try:
+            ips, start, end = await populate_for_attribution(url, pods_raw)
+            attribution = await attribute_runs(url, ips, (start, end), args.runs, args.pairs)
+        finally:
+            await drop_store(url)
+        note(f"{backend} attribute: {attribution['median_s']:.3f}s for {args.pairs} pairs")
+        results[backend] = {
+            "write_behind_runs": runs,
+            "write_behind_median": med,
+            "attribute": attribution,
+        }
+        rows += [
+            (f"{backend}: initial write, changes/s", med["initial_per_s"]),
+            (f"{backend}: churn, changes/s", med["churn_per_s"]),
+            (f"{backend}: POST /attribute {args.pairs:,} pairs, s", attribution["median_s"]),
+            (f"{backend}: pairs attributed to a pod", attribution["attributed"]),
+        ]
+        verdicts.append(
+            (
+                backend,
+                min(med["initial_per_s"], med["churn_per_s"]) >= TARGET_CHANGES_PER_S,
+                attribution["median_s"] <= TARGET_ATTRIBUTE_S,
+            )
+        )
+    print(f"history, {args.pods} pods, median of {args.runs} runs")
+    print(table(["metric", "value"], rows))
+    for backend, writes_ok, attribute_ok in verdicts:
+        print(
+            f"{backend}: write-behind >= {TARGET_CHANGES_PER_S:,}/s: {'met' if writes_ok else 'MISSED'}; "
+            f"/attribute <= {TARGET_ATTRIBUTE_S:g}s: {'met' if attribute_ok else 'MISSED'}"
+        )
+    write_results(
+        "history",
+        {
+            "command": " ".join(["bench/bench_history.py", *sys.argv[1:]]),
+            "pods": args.pods,
+            "results": results,
+        },
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=100_000)
+    parser.add_argument("--pairs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The history store's interface: what every backend keeps and answers.
+
+A backend keeps one row per pod instance ``(cluster, uid)``, live or dead,
+the IP leases ``(cluster, ip, uid, from, to)`` that make "who held this IP
+at T" a question with one answer, and each pod's object (compressed) for
+detail views. Writes come in batches from :mod:`podindex.history`, one
+transaction per batch; reads serve the broker and attribution endpoints.
+
+Times are unix seconds (floats). Kubernetes' own timestamps (created,
+started) are kept as the RFC 3339 text the API server sent.
+
+Only :mod:`podindex.model` is imported here: the store knows rows, not the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import msgspec
+import zstandard
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (unreachable, full, refused)."""
+
+
+class StoreConfigError(StoreError):
+    """The store URL cannot be used; the message says why."""
+
+
+class StoredPod(msgspec.Struct, gc=False):
+    """One pod instance as the store keeps it (everything but its object)."""
+
+    cluster: str
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    ips: tuple[str, ...]
+    """The IPs the pod holds now: empty once it is dead or terminal."""
+    pod_ip: str
+    """The pod's primary IP as last reported, kept after it died (for display)."""
+    phase: str
+    host_network: bool
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    workload_identity: str
+    identity_source: str
+    workload_kind: str
+    workload_name: str
+    selector_labels: dict[str, str]
+    owner_kind: str
+    owner_name: str
+    created_at: str
+    started_at: str
+    first_seen: float
+    last_seen: float
+    deleted_at: float | None
+    is_dead: bool
+    source: str
+    """``watch`` (seen by podindex's own watcher) or ``push`` (sent by an agent)."""
+    resource_version: str
+    time_stamp: str
+    """The pushing agent's own timestamp, as it sent it (empty for watched pods)."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.cluster, self.uid)
+
+
+class PodWrite(msgspec.Struct, gc=False):
+    """One pod's latest state to write, with what changed about the IPs it holds."""
+
+    row: StoredPod
+    pod_obj: bytes | None
+    """The pod's object as JSON (the store compresses it); None leaves the stored one."""
+    acquired: bool
+    """It may hold IPs it held in no earlier write: open leases for ``lease_ips``."""
+    released: bool
+    """It gave up IPs: close its open leases for IPs not in ``row.ips`` at ``row.last_seen``."""
+    lease_from: float
+    """When a lease opened by this write began (the pod's start time when first seen)."""
+    lease_ips: tuple[str, ...] = ()
+    """The IPs to open leases for: ``row.ips``, or for a pod that came and went
+    between two writes, the IPs it held when it went (opened, then closed)."""
+
+
+class Lease(msgspec.Struct, gc=False, frozen=True):
+    """A pod's hold on an IP, with what attribution says of the pod."""
+
+    cluster: str
+    ip: str
+    uid: str
+    held_from: float
+    held_to: float | None
+    """None while the pod still holds the IP."""
+    namespace: str
+    name: str
+    node: str
+    workload_identity: str
+    workload_kind: str
+    workload_name: str
+
+
+LEASE_COLUMNS = (
+    "l.cluster, l.ip, l.uid, l.held_from, l.held_to, p.namespace, p.name, p.node, "
+    "p.workload_identity, p.workload_kind, p.workload_name"
+)
+"""What :meth:`Store.leases` selects from ``leases l JOIN pods p``, in :class:`Lease` order."""
+
+
+class Store(Protocol):
+    """A history backend. Every method is one round trip (or one transaction)."""
+
+    url: str
+    """The URL it was opened with, credentials removed (safe to log)."""
+
+    async def open(self, target_version: int | None = None) -> None:
+        """Connect and bring the schema up to the newest version (or ``target_version``)."""
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def write(self, batch: Sequence[PodWrite]) -> None:
+        """Upsert every row, its object and its leases in one transaction."""
+
+    async def load_live(
+        self, clusters: Collection[str] | None = None
+    ) -> list[tuple[StoredPod, bytes | None]]:
+        """Live rows (of ``clusters``, or all) with their objects, oldest first."""
+
+    async def mark_dead_except(
+        self, cluster: str, source: str, keep: Collection[str], at: float
+    ) -> int:
+        """Mark live rows of ``cluster`` from ``source`` whose uid is not in ``keep`` dead.
+
+        Closes their open leases at ``at``. Used when an outage overflowed the
+        queue: the index's state is then the truth.
+        """
+
+    async def prune(self, dead_before: float) -> int:
+        """Delete pods dead since before ``dead_before``, their objects and leases."""
+
+    async def rows(self) -> list[StoredPod]:
+        """Every row, ordered by (namespace, name, cluster, uid)."""
+
+    async def by_name(self, name: str, namespace: str | None) -> StoredPod | None:
+        """The live row of that name, else the one that died last."""
+
+    async def live_on_node(self, node: str) -> list[StoredPod]:
+        """Live rows of pods on ``node``, ordered by (namespace, name, cluster, uid)."""
+
+    async def latest_by_ip(self, ip: str) -> StoredPod | None:
+        """The pod whose lease on ``ip`` began last (the live holder, or the last one)."""
+
+    async def leases(self, ips: Collection[str]) -> list[Lease]:
+        """Every lease on ``ips`` (one query, however many IPs)."""
+
+    async def pod(self, cluster: str, uid: str) -> StoredPod | None:
+        """One pod's row."""
+
+    async def pod_object(self, cluster: str, uid: str) -> bytes | None: ...
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_store(url: str) -> Store:
+    """The backend for a store URL: ``sqlite:///path/file.db`` or ``postgresql://…``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from podindex.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from podindex.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreConfigError(
+        f"store: unsupported URL {redact(url)!r}; use sqlite:///path/file.db or postgresql://..."
+    )
+
+
+class ObjectCodec:
+    """Pod objects are kept zstd-compressed (about a third of their JSON).
+
+    zstd, not zlib: at level 1 it compresses a 2 KB pod as small as zlib's
+    level 1 in under half the time (measured 10 µs against 26 µs), and the
+    write path compresses every changed pod. Not thread-safe: one per thread.
+    """
+
+    def __init__(self) -> None:
+        self._compressor = zstandard.ZstdCompressor(level=1)
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def compress(self, raw: bytes) -> bytes:
+        return self._compressor.compress(raw)
+
+    def decompress(self, blob: bytes) -> bytes:
+        return self._decompressor.decompress(blob)
+
+
+POD_COLUMNS: tuple[str, ...] = tuple(StoredPod.__struct_fields__)
+"""Column order of the pods table's row values (the struct's field order)."""
+
+UPDATED_COLUMNS: tuple[str, ...] = tuple(
+    c
+    for c in POD_COLUMNS
+    if c not in ("cluster", "uid", "namespace", "name", "created_at", "first_seen")
+)
+"""What an upsert of a known pod sets: a pod's identity, name and creation never
+change, and leaving them out spares the (name, namespace) index every update."""
+
+_JSON_COLUMNS = frozenset({"ips", "labels", "annotations", "selector_labels"})
+_encode = msgspec.json.encode
+_decode_ips = msgspec.json.Decoder(tuple[str, ...]).decode
+_decode_map = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def row_values(row: StoredPod) -> tuple[object, ...]:
+    """A row as column values, JSON columns as text: what both backends bind."""
+    return (
+        row.cluster,
+        row.uid,
+        row.namespace,
+        row.name,
+        row.node,
+        _encode(row.ips).decode(),
+        row.pod_ip,
+        row.phase,
+        row.host_network,
+        _encode(row.labels).decode(),
+        _encode(row.annotations).decode(),
+        row.workload_identity,
+        row.identity_source,
+        row.workload_kind,
+        row.workload_name,
+        _encode(row.selector_labels).decode(),
+        row.owner_kind,
+        row.owner_name,
+        row.created_at,
+        row.started_at,
+        row.first_seen,
+        row.last_seen,
+        row.deleted_at,
+        row.is_dead,
+        row.source,
+        row.resource_version,
+        row.time_stamp,
+    )
+
+
+def row_from(values: Sequence[object]) -> StoredPod:
+    """The inverse of :func:`row_values`, from a result row in column order."""
+    v = list(values)
+    for i, name in enumerate(POD_COLUMNS):
+        if name in _JSON_COLUMNS:
+            text = v[i]
+            raw = text.encode() if isinstance(text, str) else text
+            v[i] = _decode_ips(raw) if name == "ips" else _decode_map(raw)  # type: ignore[arg-type]
+    v[8] = bool(v[8])
+    v[23] = bool(v[23])
+    return StoredPod(*v)  # type: ignore[arg-type]

@@ -1,0 +1,247 @@
+"""Write-behind from the index to the store: batching, outages, overflow, restart.
+
+Runs on both backends. An outage is a real store whose writes are made to
+fail (:class:`Outage`): everything else about it is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import msgspec
+import pytest
+
+from podindex.history import HistoryWriter, holder_at, parse_instant
+from podindex.index import Index
+from podindex.model import Pod
+from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError
+
+C = "c1"
+
+
+def pod(
+    n: int, *, ip: str | None = None, rv: int = 1, phase: str = "Running", node: str = "n1"
+) -> Pod:
+    address = ip or f"10.0.{n // 250}.{n % 250 + 1}"
+    return msgspec.convert(
+        {
+            "metadata": {
+                "name": f"p-{n}",
+                "namespace": "ns",
+                "uid": f"uid-{n}",
+                "resourceVersion": str(rv),
+                "creationTimestamp": "2024-05-01T10:00:00Z",
+                "labels": {"app": "p"},
+            },
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i:1"}]},
+            "status": {
+                "phase": phase,
+                "podIP": address,
+                "podIPs": [{"ip": address}],
+                "startTime": "2024-05-01T10:00:01Z",
+            },
+        },
+        Pod,
+    )
+
+
+class Outage:
+    """A real store whose writes fail while ``down``: the database is unreachable."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.down = False
+        self.url = store.url
+        self.writes = 0
+
+    async def write(self, batch: Sequence[PodWrite]) -> None:
+        if self.down:
+            raise StoreError("connection refused (test outage)")
+        self.writes += 1
+        await self.store.write(batch)
+
+    async def mark_dead_except(
+        self, cluster: str, source: str, keep: Collection[str], at: float
+    ) -> int:
+        if self.down:
+            raise StoreError("connection refused (test outage)")
+        return await self.store.mark_dead_except(cluster, source, keep, at)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def live_uids(store: Store) -> set[str]:
+    return {r.uid for r in await store.rows() if not r.is_dead}
+
+
+async def test_changes_to_one_pod_coalesce_into_one_row_write(store: Store) -> None:
+    outage = Outage(store)
+    index = Index()
+    writer = HistoryWriter(outage, index)  # type: ignore[arg-type]
+    for rv in range(1, 6):
+        index.upsert_pod(C, pod(1, rv=rv, node=f"n{rv}"), 1000.0 + rv)
+    assert len(index.changes or []) == 5
+    await writer.flush()
+    assert outage.writes == 1 and writer.stats.written == 1
+    (row,) = await store.rows()
+    assert (row.node, row.last_seen, row.resource_version) == ("n5", 1005.0, "5")
+    await writer.flush()
+    assert outage.writes == 1, "nothing pending, nothing written"
+
+
+async def test_an_outage_keeps_changes_pending_and_writes_them_when_the_store_is_back(
+    store: Store,
+) -> None:
+    outage = Outage(store)
+    index = Index()
+    writer = HistoryWriter(outage, index)  # type: ignore[arg-type]
+    outage.down = True
+    for n in range(20):
+        index.upsert_pod(C, pod(n), 1000.0)
+    index.delete_pod(C, pod(3), 1001.0)
+    for _ in range(3):
+        with pytest.raises(StoreError):
+            await writer.flush()
+    assert len(writer.pending) == 20 and writer.stats.dropped == 0
+    outage.down = False
+    await writer.flush()
+    assert writer.pending == {}
+    rows = {r.uid: r for r in await store.rows()}
+    assert len(rows) == 20 and rows["uid-3"].is_dead and rows["uid-3"].deleted_at == 1001.0
+    leases = await store.leases([pod(3).status.podIP])
+    assert [(lease.held_from, lease.held_to) for lease in leases] == [(1000.0, 1001.0)]
+
+
+async def test_past_the_bound_changes_are_dropped_then_the_index_state_is_written(
+    store: Store,
+) -> None:
+    outage = Outage(store)
+    index = Index()
+    writer = HistoryWriter(outage, index, max_pending=5)  # type: ignore[arg-type]
+    for n in range(10):
+        index.upsert_pod(C, pod(n), 1000.0)
+    await writer.flush()
+    outage.down = True
+    for n in range(10, 30):
+        index.upsert_pod(C, pod(n), 2000.0)
+    for n in (0, 1, 12):
+        index.delete_pod(C, pod(n), 2001.0)
+    with pytest.raises(StoreError):
+        await writer.flush()
+    assert writer.stats.dropped > 0, "the bound was passed"
+    assert len(writer.pending) <= 5
+    outage.down = False
+    await writer.flush()
+    expected = {f"uid-{n}" for n in range(30)} - {"uid-0", "uid-1", "uid-12"}
+    assert await live_uids(store) == expected
+    rows = {r.uid: r for r in await store.rows()}
+    assert {rows[u].is_dead for u in ("uid-0", "uid-1")} == {True}
+    assert writer.stats.resyncs == 1
+
+
+async def test_commit_returns_once_the_change_is_in_the_store(store: Store) -> None:
+    import asyncio
+
+    outage = Outage(store)
+    index = Index()
+    writer = HistoryWriter(outage, index, flush_interval=0.01)  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    try:
+        outage.down = True
+        index.upsert_pod(C, pod(1), 1000.0)
+        waiting = asyncio.create_task(writer.commit())
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "a commit never returns while the store is down"
+        outage.down = False
+        await asyncio.wait_for(waiting, 40)
+        assert await live_uids(store) == {"uid-1"}
+    finally:
+        task.cancel()
+
+
+async def test_restart_loads_history_and_the_first_list_reconciles_it(store: Store) -> None:
+    index = Index()
+    writer = HistoryWriter(store, index)
+    for n in range(5):
+        index.upsert_pod(C, pod(n, rv=10 + n), 1000.0)
+    await writer.flush()
+
+    restarted = Index()
+    loaded = await HistoryWriter(store, restarted).load({C})
+    assert loaded == 5 and len(restarted) == 5
+    holder = restarted.holder(C, pod(2).status.podIP)
+    assert holder is not None and holder.name == "p-2" and holder.resource_version == "12"
+    assert restarted.changes == [], "loading writes nothing back"
+    # Pods 3 and 4 vanished while podindex was down; the first list says so.
+    writer2 = HistoryWriter(store, restarted)
+    restarted.replace_pods(C, [pod(n, rv=10 + n) for n in range(3)], 5000.0, "99")
+    await writer2.flush()
+    assert writer2.stats.written == 2, "unchanged pods are not rewritten"
+    assert await live_uids(store) == {"uid-0", "uid-1", "uid-2"}
+    gone = {r.uid: r.deleted_at for r in await store.rows() if r.is_dead}
+    assert gone == {"uid-3": 5000.0, "uid-4": 5000.0}
+
+
+async def test_watched_pods_of_clusters_no_longer_configured_are_not_loaded(store: Store) -> None:
+    index = Index()
+    writer = HistoryWriter(store, index)
+    index.upsert_pod("old-cluster", pod(1), 1000.0)
+    index.upsert_pod(C, pod(2), 1000.0, source="push")
+    await writer.flush()
+    restarted = Index()
+    assert await HistoryWriter(store, restarted).load({C}) == 1
+    assert [r.key for r in restarted] == [(C, "uid-2")]
+
+
+def lease(start: float, end: float | None, uid: str) -> Lease:
+    return Lease(C, "10.0.0.1", uid, start, end, "ns", uid, "n1", "", "", "")
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (50.0, None),
+        (100.0, ("a", True)),
+        (199.0, ("a", True)),
+        (200.0, ("a", False)),  # released, within 30 s of grace
+        (229.0, ("a", False)),
+        (231.0, None),
+        (300.0, ("b", True)),
+        # c's end was missed (still open); d took the IP after it: d, never c.
+        (450.0, ("d", True)),
+    ],
+)
+def test_holder_at_has_one_answer(at: float, expected: tuple[str, bool] | None) -> None:
+    leases = [
+        lease(100.0, 200.0, "a"),
+        lease(300.0, 350.0, "b"),
+        lease(360.0, None, "c"),
+        lease(400.0, None, "d"),
+    ]
+    found = holder_at(leases, at, 30.0)
+    assert (found and (found[0].uid, found[1])) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1700000000, 1700000000.0),
+        ("1700000000.5", 1700000000.5),
+        ("2023-11-14T22:13:20Z", 1700000000.0),
+        ("2023-11-14T22:13:20.250+00:00", 1700000000.25),
+        ("soon", None),
+        ("nan", None),
+        (True, None),
+    ],
+)
+def test_instants_are_rfc3339_or_unix_seconds(value: Any, expected: float | None) -> None:
+    assert parse_instant(value) == expected
+
+
+def test_stored_row_fields_are_the_columns() -> None:
+    from podindex.store.base import POD_COLUMNS
+
+    assert POD_COLUMNS[:4] == ("cluster", "uid", "namespace", "name")
+    assert "is_dead" in POD_COLUMNS and len(POD_COLUMNS) == len(StoredPod.__struct_fields__)

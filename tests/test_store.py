@@ -1,0 +1,327 @@
+"""The store contract, on both backends (a SQLite file and a real PostgreSQL database)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import asyncpg
+import msgspec
+import pytest
+
+from podindex.store.base import (
+    POD_COLUMNS,
+    ObjectCodec,
+    PodWrite,
+    Store,
+    StoreConfigError,
+    StoredPod,
+    StoreError,
+    open_store,
+    redact,
+    row_values,
+)
+from podindex.store.sqlite import database_path
+
+
+def row(
+    uid: str,
+    *,
+    name: str = "web-0",
+    namespace: str = "team-a",
+    ips: tuple[str, ...] = ("10.0.0.1",),
+    at: float = 1000.0,
+    dead: bool = False,
+    node: str = "node-1",
+    cluster: str = "c1",
+    source: str = "watch",
+) -> StoredPod:
+    return StoredPod(
+        cluster=cluster,
+        uid=uid,
+        namespace=namespace,
+        name=name,
+        node=node,
+        ips=() if dead else ips,
+        pod_ip=ips[0] if ips else "",
+        phase="Running",
+        host_network=False,
+        labels={"app": name.split("-")[0]},
+        annotations={"note": "ü"},
+        workload_identity=name.split("-")[0],
+        identity_source="label:app.kubernetes.io/name",
+        workload_kind="StatefulSet",
+        workload_name=name.split("-")[0],
+        selector_labels={"app": name.split("-")[0]},
+        owner_kind="StatefulSet",
+        owner_name=name.split("-")[0],
+        created_at="2024-05-01T10:00:00Z",
+        started_at="2024-05-01T10:00:01Z",
+        first_seen=at,
+        last_seen=at,
+        deleted_at=at if dead else None,
+        is_dead=dead,
+        source=source,
+        resource_version="42",
+        time_stamp="",
+    )
+
+
+def write(
+    r: StoredPod, *, acquired: bool = True, released: bool = False, obj: bytes | None = b"x"
+) -> PodWrite:
+    return PodWrite(
+        row=r,
+        pod_obj=obj,
+        acquired=acquired,
+        released=released or r.is_dead,
+        lease_from=r.last_seen,
+        lease_ips=r.ips if acquired else (),
+    )
+
+
+async def test_schema_is_at_the_newest_version(store: Store) -> None:
+    from podindex.store import postgres, sqlite
+
+    newest = len(sqlite.MIGRATIONS)
+    assert len(postgres.MIGRATIONS) == newest
+    assert await store.schema_version() == newest
+
+
+async def test_rows_round_trip_every_field(store: Store) -> None:
+    written = row("u1")
+    await store.write([write(written, obj=b"\x00\xffobject")])
+    (read,) = await store.rows()
+    assert msgspec.structs.asdict(read) == msgspec.structs.asdict(written)
+    assert await store.pod_object("c1", "u1") == b"\x00\xffobject"
+    assert await store.pod_object("c1", "nope") is None
+
+
+async def test_upsert_replaces_the_row_but_keeps_the_first_sighting(store: Store) -> None:
+    await store.write([write(row("u1", at=1000.0))])
+    await store.write([write(row("u1", at=2000.0, node="node-9"), obj=None)])
+    (read,) = await store.rows()
+    assert (read.first_seen, read.last_seen, read.node) == (1000.0, 2000.0, "node-9")
+    assert await store.pod_object("c1", "u1") == b"x", "a write without an object keeps the old one"
+
+
+async def test_rows_are_ordered_by_namespace_then_name(store: Store) -> None:
+    await store.write(
+        [
+            write(row("u1", name="b", namespace="ns2", ips=("10.0.0.1",))),
+            write(row("u2", name="a", namespace="ns2", ips=("10.0.0.2",))),
+            write(row("u3", name="z", namespace="ns1", ips=("10.0.0.3",))),
+        ]
+    )
+    assert [(r.namespace, r.name) for r in await store.rows()] == [
+        ("ns1", "z"),
+        ("ns2", "a"),
+        ("ns2", "b"),
+    ]
+
+
+async def test_by_name_prefers_the_live_row_then_the_last_to_die(store: Store) -> None:
+    await store.write(
+        [
+            write(row("old", at=1000.0, dead=True)),
+            write(row("older", at=500.0, dead=True)),
+        ]
+    )
+    found = await store.by_name("web-0", "team-a")
+    assert found is not None and found.uid == "old"
+    await store.write([write(row("new", at=900.0))])
+    found = await store.by_name("web-0", None)
+    assert found is not None and found.uid == "new"
+    assert await store.by_name("web-0", "other-namespace") is None
+
+
+async def test_by_name_keeps_namespaces_apart(store: Store) -> None:
+    await store.write(
+        [
+            write(row("a", namespace="team-a", ips=("10.0.0.1",))),
+            write(row("b", namespace="team-b", ips=("10.0.0.2",))),
+        ]
+    )
+    a = await store.by_name("web-0", "team-a")
+    b = await store.by_name("web-0", "team-b")
+    assert (a and a.uid, b and b.uid) == ("a", "b")
+
+
+async def test_leases_open_and_close_with_the_ips_a_pod_holds(store: Store) -> None:
+    await store.write([write(row("u1", at=1000.0, ips=("10.0.0.1", "fd00::1")))])
+    await store.write(
+        [write(row("u1", at=1500.0, ips=("fd00::1",)), acquired=False, released=True)]
+    )
+    await store.write([write(row("u1", at=2000.0, dead=True), acquired=False)])
+    leases = await store.leases(["10.0.0.1", "fd00::1", "10.9.9.9"])
+    spans = sorted((lease.ip, lease.held_from, lease.held_to) for lease in leases)
+    assert spans == [("10.0.0.1", 1000.0, 1500.0), ("fd00::1", 1000.0, 2000.0)]
+    assert {(lease.namespace, lease.name, lease.workload_identity) for lease in leases} == {
+        ("team-a", "web-0", "web")
+    }
+    found = await store.pod("c1", "u1")
+    assert found is not None and found.is_dead
+    assert await store.pod("c1", "nope") is None
+
+
+async def test_a_lease_reopens_when_the_pod_takes_its_ip_back(store: Store) -> None:
+    await store.write([write(row("u1", at=1000.0))])
+    await store.write([write(row("u1", at=1500.0, dead=True), acquired=False)])
+    await store.write([write(row("u1", at=1600.0))])
+    leases = await store.leases(["10.0.0.1"])
+    assert [(lease.held_from, lease.held_to) for lease in leases] == [(1000.0, None)]
+
+
+async def test_latest_by_ip_is_the_holder_then_the_last_lease_never_an_arbitrary_row(
+    store: Store,
+) -> None:
+    # Three pods held 10.0.0.1 in turn; the row order in the table is not the lease order.
+    await store.write([write(row("second", name="b-0", at=2000.0))])
+    await store.write([write(row("second", name="b-0", at=2500.0, dead=True), acquired=False)])
+    await store.write([write(row("first", name="a-0", at=1000.0))])
+    await store.write([write(row("first", name="a-0", at=1500.0, dead=True), acquired=False)])
+    latest = await store.latest_by_ip("10.0.0.1")
+    assert latest is not None and latest.uid == "second"
+    await store.write([write(row("third", name="c-0", at=3000.0))])
+    latest = await store.latest_by_ip("10.0.0.1")
+    assert latest is not None and latest.uid == "third"
+    assert await store.latest_by_ip("10.0.0.2") is None
+
+
+async def test_load_live_returns_live_rows_with_objects_oldest_first(store: Store) -> None:
+    await store.write(
+        [
+            write(row("late", name="b-0", at=2000.0, ips=("10.0.0.2",)), obj=b"late"),
+            write(row("early", name="a-0", at=1000.0), obj=b"early"),
+            write(row("gone", name="c-0", at=1500.0, dead=True, ips=("10.0.0.3",))),
+        ]
+    )
+    loaded = await store.load_live()
+    assert [(r.uid, obj) for r, obj in loaded] == [("early", b"early"), ("late", b"late")]
+
+
+async def test_mark_dead_except_marks_only_that_cluster_and_source(store: Store) -> None:
+    await store.write(
+        [
+            write(row("keep", name="a-0", ips=("10.0.0.1",))),
+            write(row("vanished", name="b-0", ips=("10.0.0.2",))),
+            write(row("pushed", name="c-0", ips=("10.0.0.3",), source="push")),
+            write(row("elsewhere", name="d-0", ips=("10.0.0.4",), cluster="c2")),
+        ]
+    )
+    assert await store.mark_dead_except("c1", "watch", ["keep"], 5000.0) == 1
+    dead = {r.uid: (r.is_dead, r.deleted_at) for r in await store.rows()}
+    assert dead == {
+        "keep": (False, None),
+        "vanished": (True, 5000.0),
+        "pushed": (False, None),
+        "elsewhere": (False, None),
+    }
+    leases = await store.leases(["10.0.0.2"])
+    assert [lease.held_to for lease in leases] == [5000.0]
+
+
+async def test_prune_deletes_only_pods_dead_before_the_cutoff(store: Store) -> None:
+    await store.write(
+        [
+            write(row("old", name="a-0", at=1000.0, dead=True, ips=("10.0.0.1",))),
+            write(row("recent", name="b-0", at=9000.0, dead=True, ips=("10.0.0.2",))),
+            write(row("live", name="c-0", at=500.0, ips=("10.0.0.3",))),
+        ]
+    )
+    assert await store.prune(5000.0) == 1
+    assert sorted(r.uid for r in await store.rows()) == ["live", "recent"]
+    assert await store.pod_object("c1", "old") is None
+    leases = await store.leases(["10.0.0.1"])
+    assert leases == []
+
+
+async def test_a_big_batch_is_one_transaction(store: Store) -> None:
+    batch = [
+        write(row(f"u{i}", name=f"p-{i}", ips=(f"10.1.{i // 250}.{i % 250}",))) for i in range(5000)
+    ]
+    await store.write(batch)
+    assert len(await store.rows()) == 5000
+    leases = await store.leases([f"10.1.{i // 250}.{i % 250}" for i in range(0, 5000, 7)])
+    assert len(leases) == len({lease.uid for lease in leases}) == len(range(0, 5000, 7))
+
+
+def test_unknown_store_urls_are_refused_without_echoing_passwords() -> None:
+    with pytest.raises(StoreConfigError, match="unsupported") as caught:
+        open_store("mysql://user:hunter2@db/podindex")
+    assert "hunter2" not in str(caught.value)
+    assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    with pytest.raises(StoreConfigError):
+        open_store("sqlite://relative-without-third-slash.db")
+
+
+async def test_live_on_node_lists_only_live_pods_of_that_node_in_order(store: Store) -> None:
+    await store.write(
+        [
+            write(row("b", name="b-0", ips=("10.0.0.1",))),
+            write(row("a", name="a-0", ips=("10.0.0.2",))),
+            write(row("dead", name="c-0", ips=("10.0.0.3",), dead=True)),
+            write(row("other", name="d-0", ips=("10.0.0.4",), node="node-2")),
+        ]
+    )
+    assert [r.uid for r in await store.live_on_node("node-1")] == ["a", "b"]
+    assert await store.live_on_node("node-9") == []
+
+
+async def insert_at_version_1(url: str, r: StoredPod, obj: bytes) -> None:
+    """A row as podindex with schema 1 wrote it: the object inline in ``pods``."""
+    columns = ", ".join((*POD_COLUMNS, "pod_obj"))
+    values = (*row_values(r), ObjectCodec().compress(obj))
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(database_path(url))
+        with conn:
+            marks = ", ".join("?" * len(values))
+            conn.execute(f"INSERT INTO pods ({columns}) VALUES ({marks})", values)
+        conn.close()
+        return
+    pg = await asyncpg.connect(url)
+    try:
+        marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+        await pg.execute(f"INSERT INTO pods ({columns}) VALUES ({marks})", *values)
+    finally:
+        await pg.close()
+
+
+async def test_a_version_1_database_upgrades_in_place(store_url: str) -> None:
+    old = open_store(store_url)
+    await old.open(target_version=1)
+    assert await old.schema_version() == 1
+    await old.close()
+    written = row("u-old", at=1234.5)
+    await insert_at_version_1(store_url, written, b"inline object")
+
+    upgraded = open_store(store_url)
+    await upgraded.open()
+    try:
+        assert await upgraded.schema_version() == 2
+        (read,) = await upgraded.rows()
+        assert msgspec.structs.asdict(read) == msgspec.structs.asdict(written)
+        assert await upgraded.pod_object("c1", "u-old") == b"inline object"
+        # And it takes new writes.
+        await upgraded.write([write(row("u-new", name="b-0", ips=("10.0.0.2",)), obj=b"new")])
+        assert await upgraded.pod_object("c1", "u-new") == b"new"
+    finally:
+        await upgraded.close()
+
+
+async def test_a_database_newer_than_podindex_is_refused(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    await store.close()
+    if store_url.startswith("sqlite"):
+        conn = sqlite3.connect(database_path(store_url))
+        with conn:
+            conn.execute("INSERT INTO podindex_schema (version) VALUES (99)")
+        conn.close()
+    else:
+        pg = await asyncpg.connect(store_url)
+        await pg.execute("INSERT INTO podindex_schema (version) VALUES (99)")
+        await pg.close()
+    newer = open_store(store_url)
+    with pytest.raises(StoreError, match="newer"):
+        await newer.open()
+    await newer.close()
