@@ -15,7 +15,7 @@ import pytest
 from podindex.history import HistoryWriter, holder_at, parse_instant
 from podindex.index import Index
 from podindex.model import Pod
-from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError
+from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError, StoreRejected
 
 C = "c1"
 
@@ -70,6 +70,15 @@ class Outage:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+
+class Picky(Outage):
+    """A real store that refuses any batch holding the pod ``uid-poison`` (bad data)."""
+
+    async def write(self, batch: Sequence[PodWrite]) -> None:
+        if any(w.row.uid == "uid-poison" for w in batch):
+            raise StoreRejected("invalid byte sequence (test)")
+        await super().write(batch)
 
 
 async def live_uids(store: Store) -> set[str]:
@@ -139,6 +148,25 @@ async def test_past_the_bound_changes_are_dropped_then_the_index_state_is_writte
     rows = {r.uid: r for r in await store.rows()}
     assert {rows[u].is_dead for u in ("uid-0", "uid-1")} == {True}
     assert writer.stats.resyncs == 1
+
+
+async def test_a_pod_the_store_refuses_is_dropped_alone_not_retried_forever(
+    store: Store,
+) -> None:
+    picky = Picky(store)
+    index = Index()
+    writer = HistoryWriter(picky, index)  # type: ignore[arg-type]
+    poison = pod(99)
+    poison.metadata.uid = "uid-poison"
+    for n in range(10):
+        index.upsert_pod(C, pod(n), 1000.0)
+    index.upsert_pod(C, poison, 1000.0)
+    await writer.flush()
+    assert await live_uids(store) == {f"uid-{n}" for n in range(10)}
+    assert writer.stats.rejected == 1 and writer.pending == {}
+    index.upsert_pod(C, pod(1, rv=5, node="n9"), 1001.0)
+    await writer.flush()
+    assert {r.uid: r.node for r in await store.rows()}["uid-1"] == "n9", "history goes on"
 
 
 async def test_commit_returns_once_the_change_is_in_the_store(store: Store) -> None:

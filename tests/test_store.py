@@ -325,3 +325,13 @@ async def test_a_database_newer_than_podindex_is_refused(store_url: str) -> None
     with pytest.raises(StoreError, match="newer"):
         await newer.open()
     await newer.close()
+
+
+async def test_a_nul_in_pushed_text_does_not_fail_the_batch(store: Store) -> None:
+    odd = row("u-nul", name="nul-0", ips=("10.0.0.9",))
+    odd.annotations = {"note": "a\x00b"}
+    odd.time_stamp = "x\x00"
+    await store.write([write(odd), write(row("u-ok", name="ok-0", ips=("10.0.0.8",)))])
+    rows = {r.uid: r for r in await store.rows()}
+    assert set(rows) == {"u-nul", "u-ok"}
+    assert rows["u-nul"].annotations["note"] in ("a\x00b", "a\ufffdb")

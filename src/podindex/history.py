@@ -34,7 +34,7 @@ import msgspec
 from podindex.identity import controller_of
 from podindex.index import AGENT, Change, Index, PodRecord
 from podindex.model import Pod, PodIP, PodKey, Workload
-from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError
+from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError, StoreRejected
 
 log = logging.getLogger("podindex.history")
 
@@ -187,6 +187,7 @@ class HistoryStats:
     failures: int = 0
     dropped: int = 0
     resyncs: int = 0
+    rejected: int = 0
     pruned: int = 0
     last_success: float = 0.0
 
@@ -315,7 +316,10 @@ class HistoryWriter:
             if self._resync:
                 await self._write_state()
             batch, self.pending = self.pending, {}
-            written = await self._write(list(batch.values()), now)
+            try:
+                written = await self._write(list(batch.values()), now)
+            except StoreRejected:
+                written = await self._write_one_by_one(list(batch.values()), now)
         except Exception as exc:
             if self._failing_since is None:
                 self._failing_since = now
@@ -359,6 +363,25 @@ class HistoryWriter:
             if objects.get(key) is attached:
                 del objects[key]
         return len(changes)
+
+    async def _write_one_by_one(self, changes: list[Change], now: float) -> int:
+        """The store refused a batch's data: write each pod alone, and drop only the refused."""
+        written = 0
+        for change in changes:
+            try:
+                written += await self._write([change], now)
+            except StoreRejected as exc:
+                self.stats.rejected += 1
+                cluster, uid = change.record.key
+                log.error(
+                    "history: the store refused pod %s/%s (cluster %s, uid %s): not written: %s",
+                    change.record.namespace,
+                    change.record.name,
+                    cluster,
+                    uid,
+                    exc,
+                )
+        return written
 
     # --- internals ----------------------------------------------------------
 

@@ -75,6 +75,11 @@ class ServiceCollector(Collector):
                 stats.dropped,
             ),
             ("podindex_history_resyncs", "Whole-index writes after drops", stats.resyncs),
+            (
+                "podindex_history_rejected",
+                "Pod changes the store refused (bad data); logged, not retried",
+                stats.rejected,
+            ),
             ("podindex_history_pruned", "Dead pods pruned by retention", stats.pruned),
         ):
             counter = CounterMetricFamily(name, help_text)

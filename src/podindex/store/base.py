@@ -26,6 +26,10 @@ class StoreError(Exception):
     """The store could not do what was asked (unreachable, full, refused)."""
 
 
+class StoreRejected(StoreError):
+    """The store refused the data itself, not the connection: the same write would fail again."""
+
+
 class StoreConfigError(StoreError):
     """The store URL cannot be used; the message says why."""
 

@@ -32,6 +32,7 @@ from podindex.store.base import (
     StoreConfigError,
     StoredPod,
     StoreError,
+    StoreRejected,
     redact,
     row_from,
     row_values,
@@ -445,6 +446,11 @@ class PostgresStore:
         return self._scrub(message)
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
+        # SQLSTATE class 22 (data exception) and 23 (integrity): the data, not
+        # the connection. The same batch would fail again.
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if sqlstate[:2] in ("22", "23"):
+            return StoreRejected(self._message(what, exc))
         return StoreError(self._message(what, exc))
 
     def _scrub(self, text: str) -> str:
@@ -481,7 +487,7 @@ class _Batch:
         for w in batch:
             r = w.row
             key = (r.cluster, r.uid)
-            values = row_values(r)
+            values = _without_nul(row_values(r))
             ips = cast(str, values[_IPS])
             if w.pod_obj is not None:
                 self.objects[key] = w.pod_obj
@@ -517,6 +523,20 @@ class _Batch:
                 *opened,
                 *closed,
             )
+
+
+def _without_nul(values: tuple[object, ...]) -> tuple[object, ...]:
+    """PostgreSQL text and jsonb cannot hold NUL (SQLite can): it becomes U+FFFD.
+
+    Kubernetes names and labels cannot contain one, but annotations and what
+    agents push might; one such pod must not make a whole batch fail forever.
+    """
+    if not any(isinstance(v, str) and ("\x00" in v or "\\u0000" in v) for v in values):
+        return values
+    return tuple(
+        v.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd") if isinstance(v, str) else v
+        for v in values
+    )
 
 
 def _lease_ips(w: PodWrite, row_ips: str) -> str:

@@ -37,6 +37,7 @@ from podindex.store.base import (
     StoreConfigError,
     StoredPod,
     StoreError,
+    StoreRejected,
     row_from,
     row_values,
 )
@@ -155,6 +156,8 @@ class SQLiteStore:
                 raise StoreError(f"store {self.url} is not open")
             try:
                 return job(self._conn)
+            except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+                raise StoreRejected(f"sqlite {self.path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
