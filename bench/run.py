@@ -19,6 +19,7 @@ BENCHMARKS = {
     "sync": ["bench_sync.py", "--pods", "100000", "--runs", "3"],
     "http": ["bench_http.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
     "interfaces": ["bench_interfaces.py", "--runs", "2", "--duration", "5"],
+    "history": ["bench_history.py", "--pods", "100000", "--runs", "3"],
 }
 
 

@@ -228,6 +228,12 @@ async def test_a_late_push_for_an_instance_marked_dead_does_not_revive_it(
     late = await push(client, "db-0", "10.1.0.5", pod_obj=pod_obj("uid-1"))
     assert late["status"] == "ignored"
     assert (await client.get("/pod/name/db-0")).json()["is_dead"] is True
+    # Nor does it end the instance that replaced it.
+    await push(client, "db-0", "10.1.0.6", pod_obj=pod_obj("uid-2"))
+    again = await push(client, "db-0", "10.1.0.5", pod_obj=pod_obj("uid-1"))
+    assert again["status"] == "ignored"
+    live = (await client.get("/pod/name/db-0")).json()
+    assert (live["uid"], live["is_dead"]) == ("uid-2", False)
 
 
 async def test_who_held_an_ip_at_an_instant(client: httpx.AsyncClient) -> None:
@@ -314,3 +320,36 @@ async def test_a_pod_object_sent_as_a_json_string_is_kept_as_an_object(
     await push(client, "web-0", "10.1.0.5", pod_obj=json.dumps(pod_obj("uid-s")))
     row = (await client.get("/pod/name/web-0")).json()
     assert row["uid"] == "uid-s" and row["pod_obj"]["metadata"]["uid"] == "uid-s"
+
+
+async def test_attribution_answers_the_same_after_a_restart(
+    service: Service, client: httpx.AsyncClient, store_url: str
+) -> None:
+    await push(client, "a-0", "10.1.0.1")
+    await asyncio.sleep(0.02)
+    t_a = time.time()
+    await client.post(
+        "/pod/mark_dead", json={"pod_name": "a-0", "pod_namespace": "team-a", "pod_ip": "10.1.0.1"}
+    )
+    await asyncio.sleep(0.6)
+    await push(client, "b-0", "10.1.0.1")
+    await asyncio.sleep(0.02)
+    t_b = time.time()
+    pairs = {"pairs": [{"ip": "10.1.0.1", "at": t} for t in (t_a, t_b, t_a - 60)]}
+    before = (await client.post("/attribute", json=pairs)).json()
+    assert [r["state"] for r in before["results"]] == ["held", "held", None]
+
+    second = Service(Settings(store=store_url, watch=False, grace_period=0.5))
+    task = asyncio.create_task(second.run())
+    try:
+        while not second.ready:
+            await asyncio.sleep(0.01)
+        app = create_app(second, run_background=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as again:
+            after = (await again.post("/attribute", json=pairs)).json()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert after == before

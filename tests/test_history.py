@@ -273,3 +273,24 @@ def test_stored_row_fields_are_the_columns() -> None:
 
     assert POD_COLUMNS[:4] == ("cluster", "uid", "namespace", "name")
     assert "is_dead" in POD_COLUMNS and len(POD_COLUMNS) == len(StoredPod.__struct_fields__)
+
+
+async def test_the_lease_book_follows_the_index_and_matches_the_store(store: Store) -> None:
+    index = Index()
+    writer = HistoryWriter(store, index)
+    ip = pod(1).status.podIP
+    index.upsert_pod(C, pod(1), 1000.0)
+    index.delete_pod(C, pod(1), 1100.0)
+    successor = pod(2, ip=ip)
+    index.upsert_pod(C, successor, 1200.0)
+    writer.take()
+    in_memory = sorted((x.uid, x.held_from, x.held_to) for x in writer.leases.by_ip[ip])
+    assert in_memory == [("uid-1", 1000.0, 1100.0), ("uid-2", 1200.0, None)]
+    await writer.flush()
+    stored = sorted((x.uid, x.held_from, x.held_to) for x in await store.leases([ip]))
+    assert stored == in_memory
+    reloaded = HistoryWriter(store, Index(), clock=lambda: 1300.0)
+    await reloaded.load({C})
+    assert sorted((x.uid, x.held_from, x.held_to) for x in reloaded.leases.by_ip[ip]) == stored
+    assert reloaded.leases.prune(1150.0) == 1
+    assert [x.uid for x in reloaded.leases.by_ip[ip]] == ["uid-2"]

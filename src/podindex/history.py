@@ -176,6 +176,109 @@ def holder_at(leases: Iterable[Lease], at: float, grace: float) -> tuple[Lease, 
     return LeaseTimeline(leases).at(at, grace)
 
 
+def lease_start(change: Change, at: float) -> float:
+    """When the leases a change opens began: when the pod was seen taking its IPs, or,
+    for a pod seen for the first time (a first list, a restart), when it started —
+    it has held its IPs since then, as far as anyone can tell."""
+    start = change.acquired_at or at
+    if change.first:
+        started = epoch(change.record.pod.status.startTime)
+        if started is not None and started < start:
+            start = started
+    return start
+
+
+class LeaseBook:
+    """Every IP lease of the retention period, in memory, kept as the index decides.
+
+    Attribution reads it, so "who held this IP at T" never waits on the
+    database; the store holds the same leases durably (coalesced per write
+    batch, so a pod that took and gave up an IP between two writes is here
+    and not there until a restart). Loaded from the store at start.
+    """
+
+    def __init__(self) -> None:
+        self.by_ip: dict[str, list[Lease]] = {}
+        self._of_pod: dict[PodKey, list[Lease]] = {}
+
+    def __len__(self) -> int:
+        return sum(map(len, self.by_ip.values()))
+
+    def load(self, leases: Iterable[Lease]) -> None:
+        for lease in sorted(leases, key=lambda lease: lease.held_from):
+            self._add(lease)
+
+    def apply(self, change: Change) -> None:
+        """The leases a change opens, closes or whose pod facts it changes."""
+        record = change.record
+        mine = self._of_pod.get(record.key)
+        if mine is not None:
+            workload = record.workload
+            keep = () if change.dead else record.ips
+            for lease in mine:
+                if lease.held_to is None:
+                    lease.node = record.node
+                    lease.workload_identity = workload.identity
+                    lease.workload_kind = workload.kind
+                    lease.workload_name = workload.name
+                    if (change.released or change.dead) and lease.ip not in keep:
+                        lease.held_to = change.at
+        if change.acquired and not change.dead:
+            start = lease_start(change, change.at)
+            for ip in record.ips:
+                held = next((lease for lease in mine or () if lease.ip == ip), None)
+                if held is None:
+                    self._add(_lease(record, ip, start))
+                elif held.held_to is not None:  # taken back (the store reopens it too)
+                    held.held_to = None
+
+    def prune(self, ended_before: float) -> int:
+        """Forget leases that ended before ``ended_before``; returns how many."""
+        pruned = 0
+        for ip in list(self.by_ip):
+            leases = self.by_ip[ip]
+            kept = [
+                lease for lease in leases if lease.held_to is None or lease.held_to >= ended_before
+            ]
+            if len(kept) != len(leases):
+                pruned += len(leases) - len(kept)
+                if kept:
+                    self.by_ip[ip] = kept
+                else:
+                    del self.by_ip[ip]
+        for key in list(self._of_pod):
+            leases = self._of_pod[key]
+            kept = [
+                lease for lease in leases if lease.held_to is None or lease.held_to >= ended_before
+            ]
+            if kept:
+                self._of_pod[key] = kept
+            else:
+                del self._of_pod[key]
+        return pruned
+
+    def _add(self, lease: Lease) -> None:
+        self.by_ip.setdefault(lease.ip, []).append(lease)
+        self._of_pod.setdefault((lease.cluster, lease.uid), []).append(lease)
+
+
+def _lease(record: PodRecord, ip: str, start: float) -> Lease:
+    workload = record.workload
+    return Lease(
+        record.key[0],
+        ip,
+        record.key[1],
+        start,
+        None,
+        record.namespace,
+        record.name,
+        record.node,
+        workload.identity,
+        workload.kind,
+        workload.name,
+    )
+
+
 def agent_workload(identity: str, selector_labels: dict[str, str]) -> Workload:
     return Workload(identity, AGENT, "", "", selector_labels)
 
@@ -216,6 +319,7 @@ class HistoryWriter:
         self.prune_interval = prune_interval
         self.clock = clock
         self.stats = HistoryStats()
+        self.leases = LeaseBook()
         self.loaded = False
         self.pending: dict[PodKey, Change] = {}
         self._objects: dict[PodKey, tuple[bytes, str]] = {}
@@ -246,6 +350,7 @@ class HistoryWriter:
         """
         changes, self.index.changes = self.index.changes, None
         try:
+            self.leases.load(await self.store.all_leases(self.clock() - self.retention))
             rows = await self.store.load_live()
             now = self.clock()
             loaded = 0
@@ -385,6 +490,10 @@ class HistoryWriter:
 
     # --- internals ----------------------------------------------------------
 
+    def take(self) -> None:
+        """Move the index's new changes into pending (and the lease book): no I/O."""
+        self._take()
+
     def _take(self) -> None:
         """Move the index's new changes into pending, coalesced per pod."""
         changes = self.index.changes
@@ -392,7 +501,9 @@ class HistoryWriter:
             return
         self.index.changes = []
         pending = self.pending
+        book = self.leases
         for change in changes:
+            book.apply(change)
             key = change.record.key
             earlier = pending.get(key)
             if earlier is not None:
@@ -448,14 +559,7 @@ class HistoryWriter:
             self._used[record.key] = attached
             obj, time_stamp = attached
         row = stored_row(record, at, change.dead, time_stamp)
-        lease_from = change.acquired_at or at
-        if change.acquired and change.first:
-            # Seen for the first time (a first list, a restart): it has held its
-            # IP since it started, as far as anyone can tell. A pod seen before
-            # took its IP when podindex saw it take it.
-            started = epoch(record.pod.status.startTime)
-            if started is not None and started < lease_from:
-                lease_from = started
+        lease_from = lease_start(change, at) if change.acquired else at
         return PodWrite(
             row=row,
             # The object when first seen and when gone (what detail views of
@@ -501,8 +605,10 @@ class HistoryWriter:
 
     async def _prune_loop(self) -> None:
         while True:
+            cutoff = self.clock() - self.retention
+            self.leases.prune(cutoff)
             try:
-                pruned = await self.store.prune(self.clock() - self.retention)
+                pruned = await self.store.prune(cutoff)
             except StoreError as exc:
                 log.warning("history: pruning failed (%s); retrying later", exc)
             else:

@@ -1,14 +1,13 @@
 """``POST /attribute``: a batch of flow records' (ip, timestamp) pairs, each answered with its pod.
 
-One store round trip for the whole batch: every lease on the batch's
-distinct IPs is read at once, then each pair is resolved in memory by the
-same rule as ``GET /pod/ip/{ip}?at=`` (:func:`podindex.history.holder_at`).
+Answered from the history writer's lease book (memory), never the database:
+each pair is resolved by the same rule as ``GET /pod/ip/{ip}?at=``
+(:class:`podindex.history.LeaseTimeline`).
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -17,9 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podindex.addresses import normalise_ip
-from podindex.answers import rfc3339
 from podindex.api.bodies import decode_body
-from podindex.api.broker import committed_by, stored
 from podindex.api.errors import ApiProblem
 from podindex.history import LeaseTimeline, parse_instant
 from podindex.service import Service
@@ -41,22 +38,6 @@ class AttributeRequest(msgspec.Struct, gc=False):
     pairs: list[Pair]
 
 
-class Holder(msgspec.Struct, gc=False):
-    """A pod's lease on an IP: who a result's flow belongs to."""
-
-    cluster: str
-    namespace: str
-    name: str
-    uid: str
-    node: str
-    workload_identity: str
-    workload_kind: str
-    workload_name: str
-    ip: str
-    held_from: str
-    held_to: str | None
-
-
 class Attribution(msgspec.Struct, gc=False):
     ip: str
     """As the pair gave it."""
@@ -68,83 +49,61 @@ class Attribution(msgspec.Struct, gc=False):
 
 
 class AttributeResponse(msgspec.Struct, gc=False):
-    """Each holder once, each result pointing at one: a batch of 100k flows names a
-    few thousand pods, and repeating each pod in every result made the answer
-    ~7x larger and its encoding the slowest part of the call."""
+    """Each holder once, each result pointing at one.
 
-    holders: list[Holder]
+    A holder is a pod's lease on an IP (``held_from``/``held_to`` in unix
+    seconds, like the pairs' times): a batch of 100k flows names tens of
+    thousands of pods, and repeating each pod in every result made the answer
+    ~3x larger and its encoding the slowest part of the call.
+    """
+
+    holders: list[Lease]
     results: list[Attribution]
 
 
-def _holder(lease: Lease) -> Holder:
-    return Holder(
-        cluster=lease.cluster,
-        namespace=lease.namespace,
-        name=lease.name,
-        uid=lease.uid,
-        node=lease.node,
-        workload_identity=lease.workload_identity,
-        workload_kind=lease.workload_kind,
-        workload_name=lease.workload_name,
-        ip=lease.ip,
-        held_from=rfc3339(lease.held_from),
-        held_to=rfc3339(lease.held_to) if lease.held_to is not None else None,
-    )
-
-
 def attribute_all(
-    pairs: list[Pair], wanted: list[tuple[str, float]], leases: list[Lease], grace: float
+    pairs: list[Pair],
+    wanted: list[tuple[str, float]],
+    by_ip: Mapping[str, list[Lease]],
+    grace: float,
 ) -> bytes:
     """The encoded response: each pair resolved on its IP's lease timeline.
 
-    Pairs are grouped by IP so each timeline is looked up once; an IP held by
-    one pod only (most of them) is answered with two comparisons a pair.
+    An IP held by one pod only (most of them) is answered with two
+    comparisons; others build their timeline once, on first use.
     """
-    by_ip: dict[str, list[Lease]] = defaultdict(list)
-    for lease in leases:
-        by_ip[lease.ip].append(lease)
-    positions: dict[str, list[int]] = defaultdict(list)
-    for position, (ip, _) in enumerate(wanted):
-        positions[ip].append(position)
     numbers: dict[int, int] = {}
-    holders: list[Holder] = []
-
-    def number(lease: Lease) -> int:
-        found = numbers.get(id(lease))
-        if found is None:
-            found = numbers[id(lease)] = len(holders)
-            holders.append(_holder(lease))
-        return found
-
-    results: list[Attribution | None] = [None] * len(pairs)
-    for ip, at_positions in positions.items():
-        held_by = by_ip.get(ip)
-        if held_by is None:
-            for i in at_positions:
-                results[i] = Attribution(pairs[i].ip, wanted[i][1], None, None)
-        elif len(held_by) == 1:
-            lease = held_by[0]
-            start, end = lease.held_from, lease.held_to
-            drained = math.inf if end is None else end + grace
-            n = number(lease)
-            for i in at_positions:
-                at = wanted[i][1]
-                if at < start or at >= drained:
-                    results[i] = Attribution(pairs[i].ip, at, None, None)
-                else:
-                    state: State = "held" if end is None or at < end else "released"
-                    results[i] = Attribution(pairs[i].ip, at, n, state)
-        else:
-            timeline = LeaseTimeline(held_by)
-            for i in at_positions:
-                at = wanted[i][1]
+    holders: list[Lease] = []
+    timelines: dict[str, LeaseTimeline] = {}
+    results: list[Attribution] = []
+    append = results.append
+    get = by_ip.get
+    for pair, (ip, at) in zip(pairs, wanted, strict=True):
+        held_by = get(ip)
+        lease: Lease | None = None
+        held = False
+        if held_by is not None:
+            if len(held_by) == 1:
+                only = held_by[0]
+                end = only.held_to
+                if only.held_from <= at and (end is None or at < end + grace):
+                    lease, held = only, end is None or at < end
+            else:
+                timeline = timelines.get(ip)
+                if timeline is None:
+                    timeline = timelines[ip] = LeaseTimeline(held_by)
                 found = timeline.at(at, grace)
-                if found is None:
-                    results[i] = Attribution(pairs[i].ip, at, None, None)
-                else:
-                    state = "held" if found[1] else "released"
-                    results[i] = Attribution(pairs[i].ip, at, number(found[0]), state)
-    return msgspec.json.encode(AttributeResponse(holders, results))  # type: ignore[arg-type]
+                if found is not None:
+                    lease, held = found
+        if lease is None:
+            append(Attribution(pair.ip, at, None, None))
+            continue
+        n = numbers.get(id(lease))
+        if n is None:
+            n = numbers[id(lease)] = len(holders)
+            holders.append(lease)
+        append(Attribution(pair.ip, at, n, "held" if held else "released"))
+    return msgspec.json.encode(AttributeResponse(holders, results))
 
 
 def routes(service: Service) -> list[Route]:
@@ -173,10 +132,8 @@ def routes(service: Service) -> list[Route]:
                     f"pairs[{position}].at: {str(pair.at)[:64]!r} is not RFC 3339 or unix seconds",
                 )
             wanted.append((ip, at))
-        await committed_by(service)
-        leases = await stored(service.history.store.leases({ip for ip, _ in wanted}))
-        return Response(
-            attribute_all(body.pairs, wanted, leases, grace), media_type="application/json"
-        )
+        service.history.take()  # every change so far is in the lease book: no database
+        answer = attribute_all(body.pairs, wanted, service.history.leases.by_ip, grace)
+        return Response(answer, media_type="application/json")
 
     return [Route("/attribute", attribute, methods=["POST"])]

@@ -219,13 +219,13 @@ def routes(service: Service) -> list[Route]:
         workload = None
         if push.pod_identity.strip():
             workload = agent_workload(push.pod_identity.strip(), push.workload_selector_labels)
-        for replaced in live:  # a restart under the same name: the old instance is over
-            if replaced.key[1] != uid:
-                index.delete_pod(cluster, replaced.pod, now)
         if not index.upsert_pod(cluster, pod, now, source="push", workload=workload):
             return _json(
                 _status("ignored", None, "that pod instance was marked dead", cluster, uid)
             )
+        for replaced in live:  # a restart under the same name: the old instance is over
+            if replaced.key[1] != uid:
+                index.delete_pod(cluster, replaced.pod, now)
         stamp = push.time_stamp
         history.attach(
             (cluster, uid),
@@ -289,7 +289,8 @@ def routes(service: Service) -> list[Route]:
             raise ApiProblem(
                 400, "invalid_at", f"at: {raw_at[:64]!r} is not RFC 3339 or unix seconds"
             )
-        found = holder_at(await stored(store.leases([ip])), at, settings.grace_period)
+        history.take()
+        found = holder_at(history.leases.by_ip.get(ip, ()), at, settings.grace_period)
         row = None if found is None else await stored(store.pod(found[0].cluster, found[0].uid))
         if found is None or row is None:  # (or pruned between the two reads)
             return _json(NO_DATA, 404)

@@ -91,8 +91,12 @@ class PodWrite(msgspec.Struct, gc=False):
     between two writes, the IPs it held when it went (opened, then closed)."""
 
 
-class Lease(msgspec.Struct, gc=False, frozen=True):
-    """A pod's hold on an IP, with what attribution says of the pod."""
+class Lease(msgspec.Struct, gc=False):
+    """A pod's hold on an IP, with what attribution says of the pod.
+
+    Mutable: the history writer's in-memory copy closes (and refreshes) its
+    leases in place.
+    """
 
     cluster: str
     ip: str
@@ -162,6 +166,9 @@ class Store(Protocol):
 
     async def leases(self, ips: Collection[str]) -> list[Lease]:
         """Every lease on ``ips`` (one query, however many IPs)."""
+
+    async def all_leases(self, ended_after: float) -> list[Lease]:
+        """Every lease still open or closed after ``ended_after``: loaded at start."""
 
     async def pod(self, cluster: str, uid: str) -> StoredPod | None:
         """One pod's row."""

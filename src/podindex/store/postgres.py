@@ -176,6 +176,10 @@ _CLOSE_BATCH_LEASES = _close_leases(_from_batch("close_at", "close_keep"))
 _OPEN_MORE_LEASES = _open_leases(_FROM_ARRAYS)
 _CLOSE_MORE_LEASES = _close_leases(_FROM_ARRAYS)
 _SELECT = f"SELECT {_COLUMNS} FROM pods"
+_ALL_LEASES = (
+    f"SELECT {LEASE_COLUMNS} FROM leases l JOIN pods p ON p.cluster = l.cluster AND p.uid = l.uid "
+    "WHERE l.held_to IS NULL OR l.held_to > $1"
+)
 _P_COLUMNS = ", ".join(f"p.{c}" for c in POD_COLUMNS)
 _LOAD_LIVE = (
     f"SELECT {_P_COLUMNS}, o.obj FROM pods p LEFT JOIN pod_objects o "
@@ -403,6 +407,12 @@ class PostgresStore:
             return [Lease(*rec) for rec in await conn.fetch(_LEASES, list(ips))]
 
         return await self._run("reading leases", leases)
+
+    async def all_leases(self, ended_after: float) -> list[Lease]:
+        async def leases(conn: Any) -> list[Lease]:
+            return [Lease(*rec) for rec in await conn.fetch(_ALL_LEASES, ended_after)]
+
+        return await self._run("loading leases", leases)
 
     async def pod(self, cluster: str, uid: str) -> StoredPod | None:
         async def pod(conn: Any) -> StoredPod | None:

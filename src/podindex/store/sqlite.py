@@ -406,6 +406,18 @@ class SQLiteStore:
 
         return await self._run(leases)
 
+    async def all_leases(self, ended_after: float) -> list[Lease]:
+        def leases(conn: sqlite3.Connection) -> list[Lease]:
+            cursor = conn.execute(
+                f"SELECT {LEASE_COLUMNS} FROM leases l "
+                "JOIN pods p ON p.cluster = l.cluster AND p.uid = l.uid "
+                "WHERE l.held_to IS NULL OR l.held_to > ?",
+                (ended_after,),
+            )
+            return [Lease(*values) for values in cursor]
+
+        return await self._run(leases)
+
     async def pod(self, cluster: str, uid: str) -> StoredPod | None:
         def pod(conn: sqlite3.Connection) -> StoredPod | None:
             found = conn.execute(
