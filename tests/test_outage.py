@@ -105,3 +105,30 @@ async def test_an_outage_delays_history_but_loses_nothing(database: str) -> None
     async with broker(database) as (_, client):
         restarted = await client.get("/pod", params={"ip": "10.7.0.10"})
         assert restarted.json()["name"] == "p-9", "and they survive a restart"
+
+
+@pytest.mark.timeout(30)
+async def test_an_unreachable_store_at_start_is_not_ready_and_never_shows_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = "postgresql://podindex:hunter2-secret@127.0.0.1:1/history"
+    service = Service(Settings(store=url, watch=False))
+    task = asyncio.create_task(service.run())
+    try:
+        transport = httpx.ASGITransport(app=create_app(service, run_background=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://podindex") as client:
+            await asyncio.sleep(1.5)  # a first attempt and its logged failure
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["history"]["loaded"] is False
+            assert "hunter2" not in ready.text and "***" in ready.text
+            lookup = await client.get("/pod", params={"ip": "10.0.0.1"})
+            assert lookup.status_code == 503, "fail closed, not a false 404"
+            push = await client.post("/pod/spec", json=spec(1))
+            assert push.status_code == 503 and "hunter2" not in push.text
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert "history store" in caplog.text and "unavailable" in caplog.text
+    assert "hunter2" not in caplog.text
