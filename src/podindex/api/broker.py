@@ -277,18 +277,18 @@ def routes(service: Service) -> list[Route]:
         require_loaded()
         ip = _ip(request.path_params["ip"], "ip")
         raw_at = request.query_params.get("at")
+        at = None if raw_at is None else parse_instant(raw_at)
+        if raw_at is not None and at is None:
+            raise ApiProblem(
+                400, "invalid_at", f"at: {raw_at[:64]!r} is not RFC 3339 or unix seconds"
+            )
         await committed()
         store = service.history.store
-        if raw_at is None:
+        if at is None:
             row = await stored(store.latest_by_ip(ip))
             if row is None:
                 return _json(NO_DATA, 404)
             return await _with_object(service, row)
-        at = parse_instant(raw_at)
-        if at is None:
-            raise ApiProblem(
-                400, "invalid_at", f"at: {raw_at[:64]!r} is not RFC 3339 or unix seconds"
-            )
         history.take()
         found = holder_at(history.leases.by_ip.get(ip, ()), at, settings.grace_period)
         row = None if found is None else await stored(store.pod(found[0].cluster, found[0].uid))
