@@ -14,6 +14,9 @@ missing — only the exact times of changes made during the outage are lost
 (they carry the time of the resync).
 
 A pushed pod is acknowledged only once it is committed: :meth:`commit`.
+
+Every lease is also kept in memory (:class:`LeaseBook`, loaded at start), so
+"who held this IP at T" (:class:`LeaseTimeline`) never waits on the database.
 """
 
 from __future__ import annotations
