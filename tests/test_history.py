@@ -16,6 +16,7 @@ from podindex.history import HistoryWriter, holder_at, parse_instant
 from podindex.index import Index
 from podindex.model import Pod
 from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError, StoreRejected
+from tests.test_store import leases_on
 
 C = "c1"
 
@@ -119,7 +120,7 @@ async def test_an_outage_keeps_changes_pending_and_writes_them_when_the_store_is
     assert writer.pending == {}
     rows = {r.uid: r for r in await store.rows()}
     assert len(rows) == 20 and rows["uid-3"].is_dead and rows["uid-3"].deleted_at == 1001.0
-    leases = await store.leases([pod(3).status.podIP])
+    leases = await leases_on(store, [pod(3).status.podIP])
     assert [(lease.held_from, lease.held_to) for lease in leases] == [(1000.0, 1001.0)]
 
 
@@ -287,7 +288,7 @@ async def test_the_lease_book_follows_the_index_and_matches_the_store(store: Sto
     in_memory = sorted((x.uid, x.held_from, x.held_to) for x in writer.leases.by_ip[ip])
     assert in_memory == [("uid-1", 1000.0, 1100.0), ("uid-2", 1200.0, None)]
     await writer.flush()
-    stored = sorted((x.uid, x.held_from, x.held_to) for x in await store.leases([ip]))
+    stored = sorted((x.uid, x.held_from, x.held_to) for x in await leases_on(store, [ip]))
     assert stored == in_memory
     reloaded = HistoryWriter(store, Index(), clock=lambda: 1300.0)
     await reloaded.load({C})

@@ -21,6 +21,7 @@ from podindex.service import Service
 from podindex.settings import Settings
 from podindex.sim import POD, FakeCluster, populate
 from podindex.store.base import StoredPod
+from tests.test_store import leases_on
 
 TOKEN = "restart-token"
 
@@ -88,6 +89,6 @@ async def test_pods_that_vanished_while_down_are_marked_dead(
         assert {u for u, r in rows.items() if not r.is_dead} == set(pods_of(sim))
         # The victims' IPs: held until podindex learnt they were gone, then free.
         ip = victims[0]["status"]["podIP"]
-        leases = await second.history.store.leases([ip])
+        leases = await leases_on(second.history.store, [ip])
         closed = [lease for lease in leases if lease.uid == victims[0]["metadata"]["uid"]]
         assert closed and closed[0].held_to is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 
 import asyncpg
@@ -10,6 +11,7 @@ import pytest
 
 from podindex.store.base import (
     POD_COLUMNS,
+    Lease,
     ObjectCodec,
     PodWrite,
     Store,
@@ -77,6 +79,12 @@ def write(
         lease_from=r.last_seen,
         lease_ips=r.ips if acquired else (),
     )
+
+
+async def leases_on(store: Store, ips: list[str]) -> list[Lease]:
+    """The stored leases on ``ips``, read the way history loads them at start."""
+    wanted = set(ips)
+    return [lease for lease in await store.all_leases(-math.inf) if lease.ip in wanted]
 
 
 async def test_schema_is_at_the_newest_version(store: Store) -> None:
@@ -152,9 +160,11 @@ async def test_leases_open_and_close_with_the_ips_a_pod_holds(store: Store) -> N
         [write(row("u1", at=1500.0, ips=("fd00::1",)), acquired=False, released=True)]
     )
     await store.write([write(row("u1", at=2000.0, dead=True), acquired=False)])
-    leases = await store.leases(["10.0.0.1", "fd00::1", "10.9.9.9"])
+    leases = await leases_on(store, ["10.0.0.1", "fd00::1", "10.9.9.9"])
     spans = sorted((lease.ip, lease.held_from, lease.held_to) for lease in leases)
     assert spans == [("10.0.0.1", 1000.0, 1500.0), ("fd00::1", 1000.0, 2000.0)]
+    recent = await store.all_leases(1500.0)  # what a start with that retention cutoff loads
+    assert [(lease.ip, lease.held_to) for lease in recent] == [("fd00::1", 2000.0)]
     assert {(lease.namespace, lease.name, lease.workload_identity) for lease in leases} == {
         ("team-a", "web-0", "web")
     }
@@ -167,7 +177,7 @@ async def test_a_lease_reopens_when_the_pod_takes_its_ip_back(store: Store) -> N
     await store.write([write(row("u1", at=1000.0))])
     await store.write([write(row("u1", at=1500.0, dead=True), acquired=False)])
     await store.write([write(row("u1", at=1600.0))])
-    leases = await store.leases(["10.0.0.1"])
+    leases = await leases_on(store, ["10.0.0.1"])
     assert [(lease.held_from, lease.held_to) for lease in leases] == [(1000.0, None)]
 
 
@@ -216,7 +226,7 @@ async def test_mark_dead_except_marks_only_that_cluster_and_source(store: Store)
         "pushed": (False, None),
         "elsewhere": (False, None),
     }
-    leases = await store.leases(["10.0.0.2"])
+    leases = await leases_on(store, ["10.0.0.2"])
     assert [lease.held_to for lease in leases] == [5000.0]
 
 
@@ -231,7 +241,7 @@ async def test_prune_deletes_only_pods_dead_before_the_cutoff(store: Store) -> N
     assert await store.prune(5000.0) == 1
     assert sorted(r.uid for r in await store.rows()) == ["live", "recent"]
     assert await store.pod_object("c1", "old") is None
-    leases = await store.leases(["10.0.0.1"])
+    leases = await leases_on(store, ["10.0.0.1"])
     assert leases == []
 
 
@@ -241,7 +251,7 @@ async def test_a_big_batch_is_one_transaction(store: Store) -> None:
     ]
     await store.write(batch)
     assert len(await store.rows()) == 5000
-    leases = await store.leases([f"10.1.{i // 250}.{i % 250}" for i in range(0, 5000, 7)])
+    leases = await leases_on(store, [f"10.1.{i // 250}.{i % 250}" for i in range(0, 5000, 7)])
     assert len(leases) == len({lease.uid for lease in leases}) == len(range(0, 5000, 7))
 
 

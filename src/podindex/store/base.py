@@ -164,9 +164,6 @@ class Store(Protocol):
     async def latest_by_ip(self, ip: str) -> StoredPod | None:
         """The pod whose lease on ``ip`` began last (the live holder, or the last one)."""
 
-    async def leases(self, ips: Collection[str]) -> list[Lease]:
-        """Every lease on ``ips`` (one query, however many IPs)."""
-
     async def all_leases(self, ended_after: float) -> list[Lease]:
         """Every lease still open or closed after ``ended_after``: loaded at start."""
 

@@ -218,13 +218,6 @@ _LATEST_BY_IP = (
     "WHERE l.ip = $1 "
     "ORDER BY l.held_to IS NULL DESC, l.held_from DESC, p.last_seen DESC LIMIT 1"
 )
-# Driven by the IP list, as SQLite's: an index lookup per IP (in the list's
-# order, each IP's leases oldest first), then the pod by key.
-_LEASES = (
-    f"SELECT {LEASE_COLUMNS} FROM unnest($1::text[]) WITH ORDINALITY AS j(ip, n) "
-    "JOIN leases l ON l.ip = j.ip JOIN pods p ON p.cluster = l.cluster AND p.uid = l.uid "
-    'ORDER BY j.n, l.held_from, l.cluster COLLATE "C", l.uid COLLATE "C"'
-)
 _POD = f"{_SELECT} WHERE cluster = $1 AND uid = $2"
 _VERSION = "SELECT coalesce(max(version), 0) FROM podindex_schema"
 
@@ -401,12 +394,6 @@ class PostgresStore:
             return None if found is None else row_from(found)
 
         return await self._run("looking up a pod by IP", latest)
-
-    async def leases(self, ips: Collection[str]) -> list[Lease]:
-        async def leases(conn: Any) -> list[Lease]:
-            return [Lease(*rec) for rec in await conn.fetch(_LEASES, list(ips))]
-
-        return await self._run("reading leases", leases)
 
     async def all_leases(self, ended_after: float) -> list[Lease]:
         async def leases(conn: Any) -> list[Lease]:

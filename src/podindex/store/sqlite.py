@@ -393,19 +393,6 @@ class SQLiteStore:
 
         return await self._run(latest)
 
-    async def leases(self, ips: Collection[str]) -> list[Lease]:
-        def leases(conn: sqlite3.Connection) -> list[Lease]:
-            # Driven by the IP list: an index lookup per IP, then the pod by key.
-            cursor = conn.execute(
-                f"SELECT {LEASE_COLUMNS} FROM json_each(?) j "
-                "JOIN leases l ON l.ip = j.value "
-                "JOIN pods p ON p.cluster = l.cluster AND p.uid = l.uid",
-                (_json(ips),),
-            )
-            return [Lease(*values) for values in cursor]
-
-        return await self._run(leases)
-
     async def all_leases(self, ended_after: float) -> list[Lease]:
         def leases(conn: sqlite3.Connection) -> list[Lease]:
             cursor = conn.execute(
