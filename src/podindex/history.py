@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -40,6 +41,7 @@ from podindex.model import Pod, PodIP, PodKey, Workload
 from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError, StoreRejected
 
 log = logging.getLogger("podindex.history")
+_K = TypeVar("_K")
 
 _encode_pod = msgspec.json.Encoder().encode
 _decode_pod = msgspec.json.Decoder(Pod).decode
@@ -204,9 +206,6 @@ class LeaseBook:
         self.by_ip: dict[str, list[Lease]] = {}
         self._of_pod: dict[PodKey, list[Lease]] = {}
 
-    def __len__(self) -> int:
-        return sum(map(len, self.by_ip.values()))
-
     def load(self, leases: Iterable[Lease]) -> None:
         for lease in sorted(leases, key=lambda lease: lease.held_from):
             self._add(lease)
@@ -227,7 +226,7 @@ class LeaseBook:
                     if (change.released or change.dead) and lease.ip not in keep:
                         lease.held_to = change.at
         if change.acquired and not change.dead:
-            start = lease_start(change, change.at)
+            start = change.acquired_at or lease_start(change, change.at)
             for ip in record.ips:
                 held = next((lease for lease in mine or () if lease.ip == ip), None)
                 if held is None:
@@ -237,32 +236,24 @@ class LeaseBook:
 
     def prune(self, ended_before: float) -> int:
         """Forget leases that ended before ``ended_before``; returns how many."""
-        pruned = 0
-        for ip in list(self.by_ip):
-            leases = self.by_ip[ip]
-            kept = [
-                lease for lease in leases if lease.held_to is None or lease.held_to >= ended_before
-            ]
-            if len(kept) != len(leases):
-                pruned += len(leases) - len(kept)
-                if kept:
-                    self.by_ip[ip] = kept
-                else:
-                    del self.by_ip[ip]
-        for key in list(self._of_pod):
-            leases = self._of_pod[key]
-            kept = [
-                lease for lease in leases if lease.held_to is None or lease.held_to >= ended_before
-            ]
-            if kept:
-                self._of_pod[key] = kept
-            else:
-                del self._of_pod[key]
-        return pruned
+        before = sum(map(len, self.by_ip.values()))
+        _keep_recent(self.by_ip, ended_before)
+        _keep_recent(self._of_pod, ended_before)
+        return before - sum(map(len, self.by_ip.values()))
 
     def _add(self, lease: Lease) -> None:
         self.by_ip.setdefault(lease.ip, []).append(lease)
         self._of_pod.setdefault((lease.cluster, lease.uid), []).append(lease)
+
+
+def _keep_recent(table: dict[_K, list[Lease]], ended_before: float) -> None:
+    """Drop from ``table`` the leases that ended before ``ended_before`` (and emptied keys)."""
+    for key, leases in list(table.items()):
+        kept = [x for x in leases if x.held_to is None or x.held_to >= ended_before]
+        if kept:
+            table[key] = kept
+        else:
+            del table[key]
 
 
 def _lease(record: PodRecord, ip: str, start: float) -> Lease:
@@ -415,7 +406,7 @@ class HistoryWriter:
 
     async def flush(self) -> None:
         """Write what is pending (raises :class:`StoreError`; pending is kept for the retry)."""
-        self._take()
+        self.take()
         self._taken += 1
         taken = self._taken
         batch: dict[PodKey, Change] = {}
@@ -494,11 +485,10 @@ class HistoryWriter:
     # --- internals ----------------------------------------------------------
 
     def take(self) -> None:
-        """Move the index's new changes into pending (and the lease book): no I/O."""
-        self._take()
+        """Move the index's new changes into pending (coalesced per pod) and the lease book.
 
-    def _take(self) -> None:
-        """Move the index's new changes into pending, coalesced per pod."""
+        No I/O: readers of the lease book call it to see every change so far.
+        """
         changes = self.index.changes
         if not changes:
             return
@@ -506,6 +496,8 @@ class HistoryWriter:
         pending = self.pending
         book = self.leases
         for change in changes:
+            if change.acquired:  # resolved once: the book and the write use it
+                change.acquired_at = lease_start(change, change.at)
             book.apply(change)
             key = change.record.key
             earlier = pending.get(key)
@@ -562,7 +554,7 @@ class HistoryWriter:
             self._used[record.key] = attached
             obj, time_stamp = attached
         row = stored_row(record, at, change.dead, time_stamp)
-        lease_from = lease_start(change, at) if change.acquired else at
+        lease_from = (change.acquired_at or lease_start(change, at)) if change.acquired else at
         return PodWrite(
             row=row,
             # The object when first seen and when gone (what detail views of

@@ -118,7 +118,7 @@ class Change(msgspec.Struct, gc=False):
     first: bool = False
     """The index had not seen this pod before (it may have held its IPs for long)."""
     acquired_at: float = 0.0
-    """Set by the history writer when it merges changes: when the first of them acquired."""
+    """Set by the history writer: when the leases this change opens began."""
 
 
 class Release(msgspec.Struct, gc=False):

@@ -189,9 +189,6 @@ def routes(service: Service) -> list[Route]:
         if not history.loaded:
             raise ApiProblem(503, "not_ready", "history is still loading from the store")
 
-    async def committed() -> None:
-        await committed_by(service)
-
     async def spec(request: Request) -> Response:
         require_loaded()
         push = await decode_body(request, PodSpecPush, MAX_PUSH_BYTES)
@@ -232,7 +229,7 @@ def routes(service: Service) -> list[Route]:
             pod_object(push),
             "" if stamp is None else str(stamp),
         )
-        await committed()
+        await committed_by(service)
         return _json(_status("stored", index.pods.get((cluster, uid)), "", cluster, uid))
 
     async def mark_dead(request: Request) -> Response:
@@ -254,12 +251,12 @@ def routes(service: Service) -> list[Route]:
         now = time.time()
         for record in candidates:
             index.delete_pod(record.key[0], record.pod, now)
-        await committed()
+        await committed_by(service)
         return _json(msgspec.json.encode({"marked": len(candidates)}))
 
     async def info(request: Request) -> Response:
         require_loaded()
-        await committed()
+        await committed_by(service)
         rows = await stored(service.history.store.rows())
         return _json(msgspec.json.encode([broker_row(r) for r in rows]))
 
@@ -267,7 +264,7 @@ def routes(service: Service) -> list[Route]:
         require_loaded()
         name = _name(request.path_params["name"], "name")
         namespace = request.query_params.get("namespace") or None
-        await committed()
+        await committed_by(service)
         row = await stored(service.history.store.by_name(name, namespace))
         if row is None:
             return _json(NO_DATA, 404)
@@ -282,7 +279,7 @@ def routes(service: Service) -> list[Route]:
             raise ApiProblem(
                 400, "invalid_at", f"at: {raw_at[:64]!r} is not RFC 3339 or unix seconds"
             )
-        await committed()
+        await committed_by(service)
         store = service.history.store
         if at is None:
             row = await stored(store.latest_by_ip(ip))
@@ -304,7 +301,7 @@ def routes(service: Service) -> list[Route]:
     async def on_node(request: Request) -> Response:
         require_loaded()
         node = _name(request.path_params["node"], "node")
-        await committed()
+        await committed_by(service)
         rows = await stored(service.history.store.live_on_node(node))
         return _json(msgspec.json.encode([broker_row(r) for r in rows]))
 
