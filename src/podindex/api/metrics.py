@@ -102,13 +102,15 @@ _OUTCOMES = {200: "found", 400: "bad_request", 404: "not_found", 409: "ambiguous
 
 
 class Metrics:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, auth_outcomes: dict[str, int] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServiceCollector(service))
         self.lookup_outcomes: dict[int, int] = dict.fromkeys(_OUTCOMES, 0)
         """Lookups by HTTP status. Plain ints: the hot path cannot afford a lock per request
         (one event loop thread increments them; a scrape reads them)."""
         self.registry.register(LookupCollector(self.lookup_outcomes))
+        if auth_outcomes is not None:
+            self.registry.register(AuthCollector(auth_outcomes))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -124,4 +126,19 @@ class LookupCollector(Collector):
         )
         for status, outcome in _OUTCOMES.items():
             family.add_metric([outcome], self.outcomes[status])
+        yield family
+
+
+class AuthCollector(Collector):
+    def __init__(self, outcomes: dict[str, int]) -> None:
+        self.outcomes = outcomes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "podindex_api_auth",
+            "Checks of API callers that needed a role, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in self.outcomes.items():
+            family.add_metric([outcome], count)
         yield family
