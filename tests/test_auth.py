@@ -302,3 +302,15 @@ async def test_serve_over_tls_with_service_account_and_file_tokens(tmp_path: Pat
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_serve_stops_on_a_broken_access_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from podindex.cli import main
+
+    broken = tmp_path / "access.yaml"
+    broken.write_text("tokens:\n  - {name: a, role: owner, sha256: x}\n")
+    assert main(["serve", "--tokens-file", str(broken), "--watch", "false"]) == 2
+    err = capsys.readouterr().err
+    assert "tokens[0]" in err and "access.yaml" in err
