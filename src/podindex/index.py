@@ -43,7 +43,7 @@ from podindex.addresses import normalise_ip
 from podindex.identity import controller_of, resolve_workload
 from podindex.model import ObjectMeta, OwnerRecord, Pod, PodKey, Workload
 from podindex.selectors import Selector
-from podindex.sharing import ValueSharing, kept_status_equal
+from podindex.sharing import KeptPod, ValueSharing, kept_status_equal
 
 HOLDING_PHASES: Final = frozenset({"Pending", "Running", ""})
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
@@ -457,7 +457,12 @@ class Index:
             and (workload is None or workload == old.workload)
             and _same_but_version(old.pod, pod)
         ):
-            return msgspec.structs.replace(old, seq=seq, resource_version=version)
+            # Readiness and restarts change no answer, only kubectl's columns.
+            display = self.sharing.display(pod)
+            kept = old.pod
+            if isinstance(kept, KeptPod) and kept.display is not display:
+                kept = msgspec.structs.replace(kept, display=display)
+            return msgspec.structs.replace(old, pod=kept, seq=seq, resource_version=version)
         pod = self.sharing.pod(pod)
         if workload is None:
             workload = self._workload(pod.metadata, key[0])
