@@ -393,6 +393,22 @@ class Index:
         workload: WorkloadKey | None = None,
     ) -> list[PodRecord]:
         """Pods matching every given filter, ordered by (namespace, name, cluster, uid)."""
+        found = self.matching(
+            cluster=cluster, namespace=namespace, node=node, selector=selector, workload=workload
+        )
+        found.sort(key=PodRecord.order)
+        return found
+
+    def matching(
+        self,
+        *,
+        cluster: str | None = None,
+        namespace: str | None = None,
+        node: str | None = None,
+        selector: Selector | None = None,
+        workload: WorkloadKey | None = None,
+    ) -> list[PodRecord]:
+        """Pods matching every given filter, in no particular order (from the smallest table)."""
         candidates: list[set[PodKey]] = []
         if namespace is not None:
             candidates.append(self._by_namespace.get(namespace, set()))
@@ -402,21 +418,22 @@ class Index:
             candidates.append(self._by_workload.get(workload, set()))
         if selector is not None:
             candidates.extend(self._by_label.get(pair, set()) for pair in selector.equalities())
-        keys: Iterable[PodKey]
         if candidates:
             smallest = min(candidates, key=len)
-            keys = [k for k in smallest if all(k in c for c in candidates if c is not smallest)]
+            keys: Iterable[PodKey] = [
+                k for k in smallest if all(k in c for c in candidates if c is not smallest)
+            ]
+            records: Iterable[PodRecord] = map(self.pods.__getitem__, keys)
         else:
-            keys = self.pods
-        records = (self.pods[k] for k in keys)
-        found = [
+            records = self.pods.values()
+        if cluster is None and selector is None:
+            return list(records)
+        return [
             r
             for r in records
             if (cluster is None or r.key[0] == cluster)
             and (selector is None or selector.matches(r.pod.metadata.labels))
         ]
-        found.sort(key=PodRecord.order)
-        return found
 
     def clusters(self) -> set[str]:
         return {k[0] for k in self.pods}
