@@ -41,6 +41,7 @@ import msgspec
 from podindex import answers
 from podindex.addresses import normalise_ip
 from podindex.identity import controller_of, resolve_workload
+from podindex.listing import Listing
 from podindex.model import ObjectMeta, OwnerRecord, Pod, PodKey, Workload
 from podindex.selectors import Selector
 from podindex.sharing import KeptPod, ValueSharing, kept_status_equal
@@ -192,6 +193,8 @@ class Index:
         self._by_label: dict[tuple[str, str], set[PodKey]] = {}
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
         self.sharing = ValueSharing()
+        self.listing = Listing()
+        """The dashboard's newest-first, by-status, searchable view of the same pods."""
         """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
         self._dead: dict[PodKey, tuple[float, int | None]] = {}
         """Deleted uid -> (forget after, resourceVersion at deletion)."""
@@ -512,6 +515,7 @@ class Index:
         else:
             seq = old.seq
         record = self._make_record(key, pod, seq, source, old, workload)
+        self.listing.put(key, record.pod, record.ips)
         if old is not None and record.body is old.body:
             # Same answer, same keys: every table already points at this pod's key.
             self.pods[key] = record
@@ -615,6 +619,7 @@ class Index:
         )
         self._unlink(record, None, now, released_as=final if release else None)
         del self.pods[record.key]
+        self.listing.remove(record.key)
         if self.changes is not None and final is not None:
             self.changes.append(Change(final, now, True, False, bool(record.ips)))
 

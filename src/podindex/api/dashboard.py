@@ -3,10 +3,11 @@
 Every answer is the document's envelope, ``{"code", "message", "data"}``,
 with ``code`` equal to the HTTP status, errors included.
 
-- The list is answered from the index: filters on the index's tables, then
-  the kubectl STATUS each kept pod carries and a substring search; only the
-  page is converted to JSON. Newest first (creation time), ties broken by
-  namespace, name and uid so pages are stable.
+- The list is answered from the index: its tables (namespace, node, labels)
+  and its listing (:mod:`podindex.listing`: newest-first order, pods by
+  kubectl STATUS, search text); only the page is converted to JSON. Newest
+  first (creation time), ties broken by namespace, name and uid so pages
+  are stable.
 - The detail is read from the cluster's API server: it must be current and
   complete (conditions, container states, volumes, resources), which the
   index does not keep for every pod; the index answers 404 without asking.
@@ -17,7 +18,6 @@ with ``code`` equal to the HTTP status, errors included.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -132,18 +132,6 @@ def _bool_param(request: Request, name: str) -> bool:
     raise ApiProblem(400, "invalid_parameter", f"{name}: expected true or false, got {raw[:32]!r}")
 
 
-def newest_first(record: PodRecord) -> tuple[str, str, str, str]:
-    """A key whose ascending order is newest first (creation time inverted), then stable."""
-    created = record.pod.metadata.creationTimestamp or ""
-    inverted = created.translate(_INVERT)
-    return (inverted, record.namespace, record.name, record.key[1])
-
-
-# RFC 3339 timestamps in UTC ("2026-11-23T12:56:34Z") order as text; mapping each digit
-# d to 9-d inverts that order without parsing the time.
-_INVERT = str.maketrans("0123456789", "9876543210")
-
-
 def routes(service: Service) -> list[Route]:
     lookup_role = Role.NONE if service.settings.lookup_access == "open" else Role.READER
 
@@ -171,28 +159,28 @@ def routes(service: Service) -> list[Route]:
             raise ApiProblem(400, "invalid_parameter", f"labelSelector: {exc}") from exc
         if not sync.ready:
             raise ApiProblem(503, "not_ready", f"cluster {sync.cluster_id} is not synced yet")
-        records = service.index.matching(
-            cluster=sync.cluster_id,
-            namespace=namespace,
-            node=params.get("nodeName") or None,
-            selector=None if selector.empty else selector,
+        node = params.get("nodeName") or None
+        within = None
+        if namespace is not None or node is not None or not selector.empty:
+            within = [
+                r.key
+                for r in service.index.matching(
+                    cluster=sync.cluster_id,
+                    namespace=namespace,
+                    node=node,
+                    selector=None if selector.empty else selector,
+                )
+            ]
+        total, keys = service.index.listing.query(
+            sync.cluster_id,
+            within=within,
+            status=params.get("status") or None,
+            search=(params.get("search") or "").strip().lower(),
+            namespaces=principal.namespaces,
+            start=(page - 1) * page_size,
+            stop=page * page_size,
         )
-        status = params.get("status") or None
-        search = (params.get("search") or "").strip().lower()
-        if principal.namespaces is not None:
-            records = [r for r in records if r.namespace in principal.namespaces]
-        if status is not None:
-            records = [r for r in records if _display(r).status == status]
-        if search:
-            records = [r for r in records if _found(r, search)]
-        total = len(records)
-        end = page * page_size
-        window = (
-            heapq.nsmallest(end, records, key=newest_first)
-            if end < total
-            else sorted(records, key=newest_first)
-        )
-        items = [list_item(r) for r in window[end - page_size : end]]
+        items = [list_item(service.index.pods[k]) for k in keys]
         return envelope({"items": items, "total": total, "page": page, "pageSize": page_size})
 
     def known_pod(sync: ClusterSync, namespace: str, name: str) -> PodRecord:
@@ -292,19 +280,6 @@ def _audit(what: dict[str, Any], result: int) -> None:
         what["by"],
         result,
         extra={"audit": {**what, "result": result}},
-    )
-
-
-def _found(record: PodRecord, search: str) -> bool:
-    """Case-insensitive substring of name, namespace, node or pod IP. Names are DNS labels
-    and canonical IPs are lower case already: only the query is lowered."""
-    pod = record.pod
-    return (
-        search in pod.metadata.name
-        or search in pod.metadata.namespace
-        or search in pod.spec.nodeName
-        or any(search in ip for ip in record.ips)
-        or search in pod.status.podIP
     )
 
 
