@@ -212,12 +212,25 @@ class KubeClient:
         ``stall_timeout`` bounds the silence between two reads: a server that
         stops sending (not even a bookmark) raises :class:`StreamStalled`.
         """
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._connect_timeout, sock_read=stall_timeout
-        )
         path = resource.path(namespace)
-        async with self._request("GET", path, params, resource.watch_accept, timeout) as response:
+        async with self.stream(path, params, resource.watch_accept, stall_timeout) as response:
             yield _lines(response, path, stall_timeout)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        accept: str,
+        read_timeout: float | None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body is read as it arrives (a watch, a followed log); no total
+        timeout, ``read_timeout`` between two reads (None: none)."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+        )
+        async with self._request("GET", path, params, accept, timeout) as response:
+            yield response
 
     async def version(self) -> dict[str, str]:
         body = await self.get("/version")
