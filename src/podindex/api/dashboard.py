@@ -21,7 +21,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -109,8 +109,8 @@ def list_item(record: PodRecord) -> dict[str, Any]:
     }
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+def int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -126,8 +126,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-def _bool_param(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name, "").strip().lower()
+def bool_param(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "").strip().lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -154,8 +154,8 @@ def routes(service: Service) -> list[Route]:
         params = request.query_params
         namespace = params.get("namespace") or None
         principal = await reader(request, namespace)
-        page = _int_param(request, "page", 1, 1, 1_000_000)
-        page_size = _int_param(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        page = int_param(request.query_params, "page", 1, 1, 1_000_000)
+        page_size = int_param(request.query_params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         try:
             selector = parse_selector(params.get("labelSelector"))
         except SelectorError as exc:
@@ -202,7 +202,7 @@ def routes(service: Service) -> list[Route]:
         try:
             obj = msgspec.json.decode(await sync.client.get(pods.pod_path(namespace, name)))
         except KubeError as exc:
-            raise _from_kube(exc, sync, f"reading pod {namespace}/{name}") from None
+            raise from_kube(exc, sync, f"reading pod {namespace}/{name}") from None
         metadata = obj.get("metadata") or {}
         display = _display(record)
         return envelope(
@@ -229,10 +229,10 @@ def routes(service: Service) -> list[Route]:
         sync = cluster_of(request)
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         principal = await require(request, Role.ADMIN, namespace)
-        force = _bool_param(request, "force")
+        force = bool_param(request.query_params, "force")
         grace: int | None = None
         if "gracePeriod" in request.query_params:
-            grace = _int_param(request, "gracePeriod", 0, 0, 31_536_000)
+            grace = int_param(request.query_params, "gracePeriod", 0, 0, 31_536_000)
         if force:
             grace = 0
         record = known_pod(sync, namespace, name)
@@ -256,7 +256,7 @@ def routes(service: Service) -> list[Route]:
         try:
             await sync.client.delete(pods.pod_path(namespace, name), msgspec.json.encode(options))
         except KubeError as exc:
-            problem = _from_kube(exc, sync, f"deleting pod {namespace}/{name}")
+            problem = from_kube(exc, sync, f"deleting pod {namespace}/{name}")
             _audit(what, problem.status)
             raise problem from None
         _audit(what, 200)
@@ -270,7 +270,7 @@ def routes(service: Service) -> list[Route]:
         try:
             events = await pods.pod_events(sync.client, namespace, name, record.key[1])
         except KubeError as exc:
-            raise _from_kube(exc, sync, f"listing events of pod {namespace}/{name}") from None
+            raise from_kube(exc, sync, f"listing events of pod {namespace}/{name}") from None
         return envelope(msgspec.to_builtins(events))
 
     async def pod_logs(request: Request) -> Response:
@@ -278,7 +278,7 @@ def routes(service: Service) -> list[Route]:
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         await reader(request, namespace)
         record = known_pod(sync, namespace, name)
-        params = log_params(request, record)
+        params = log_params(request.query_params, record)
         stack = contextlib.AsyncExitStack()
         try:
             chunks = await stack.enter_async_context(
@@ -286,7 +286,7 @@ def routes(service: Service) -> list[Route]:
             )
         except KubeError as exc:
             await stack.aclose()
-            raise _from_kube(exc, sync, f"reading logs of pod {namespace}/{name}") from None
+            raise from_kube(exc, sync, f"reading logs of pod {namespace}/{name}") from None
         limit = int(params["limitBytes"])
         return StreamingResponse(
             _enveloped_logs(chunks, stack, limit, f"{sync.cluster_id}/{namespace}/{name}"),
@@ -304,13 +304,13 @@ def routes(service: Service) -> list[Route]:
     ]
 
 
-def log_params(request: Request, record: PodRecord) -> dict[str, str]:
+def log_params(query: Mapping[str, str], record: PodRecord) -> dict[str, str]:
     """The log query for Kubernetes, checked here first: a multi-container pod needs
     ``container`` (400 listing them, in Kubernetes' words), a known one."""
     spec = record.pod.spec
     names = [c.name for c in spec.containers or ()]
     every = names + [c.name for c in spec.initContainers or ()]
-    container = request.query_params.get("container") or None
+    container = query.get("container") or None
     if container is None:
         if len(names) != 1:
             raise ApiProblem(
@@ -328,15 +328,15 @@ def log_params(request: Request, record: PodRecord) -> dict[str, str]:
             f"choose one of: [{' '.join(every)}]",
         )
     params = {"container": container}
-    if _bool_param(request, "previous"):
+    if bool_param(query, "previous"):
         params["previous"] = "true"
-    if _bool_param(request, "timestamps"):
+    if bool_param(query, "timestamps"):
         params["timestamps"] = "true"
-    if "sinceSeconds" in request.query_params:
-        params["sinceSeconds"] = str(_int_param(request, "sinceSeconds", 1, 1, 10 * 365 * 86400))
-    if "tailLines" in request.query_params:
-        params["tailLines"] = str(_int_param(request, "tailLines", 0, 0, 10_000_000))
-    params["limitBytes"] = str(_int_param(request, "limitBytes", MAX_LOG_BYTES, 1, MAX_LOG_BYTES))
+    if "sinceSeconds" in query:
+        params["sinceSeconds"] = str(int_param(query, "sinceSeconds", 1, 1, 10 * 365 * 86400))
+    if "tailLines" in query:
+        params["tailLines"] = str(int_param(query, "tailLines", 0, 0, 10_000_000))
+    params["limitBytes"] = str(int_param(query, "limitBytes", MAX_LOG_BYTES, 1, MAX_LOG_BYTES))
     return params
 
 
@@ -385,7 +385,7 @@ def _audit(what: dict[str, Any], result: int) -> None:
     )
 
 
-def _from_kube(exc: KubeError, sync: ClusterSync, doing: str) -> ApiProblem:
+def from_kube(exc: KubeError, sync: ClusterSync, doing: str) -> ApiProblem:
     """Kubernetes' answer, mapped faithfully: its status code and message, in our envelope."""
     if isinstance(exc, ApiError) and 400 <= exc.code < 500:
         message = exc.status.message or exc.status.reason

@@ -8,7 +8,7 @@ pass their own session or point it at ``podindex.sim``; nothing is patched.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -231,6 +231,44 @@ class KubeClient:
         )
         async with self._request("GET", path, params, accept, timeout) as response:
             yield response
+
+    @asynccontextmanager
+    async def websocket(
+        self, path: str, params: Sequence[tuple[str, str]], protocols: Sequence[str]
+    ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket to the API server (exec, attach), authenticated as every request.
+
+        A refused upgrade raises the ApiError for its status; aiohttp keeps
+        the refusal's body from us, so the Status is made from the HTTP line.
+        """
+        url = self.access.server + path
+        for attempt in (1, 2):
+            headers = await self._headers(JSON)
+            try:
+                ws = await self.session.ws_connect(
+                    url,
+                    params=list(params),
+                    headers=headers,
+                    protocols=tuple(protocols),
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    heartbeat=30.0,
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                error = api_error(
+                    Status(status="Failure", code=exc.status, reason=exc.message, message="")
+                )
+                if isinstance(error, Unauthorized) and attempt == 1:
+                    await self._refresh_credentials()
+                    continue
+                raise error from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise TransportError(f"WebSocket {path}: {exc!r}") from exc
+            try:
+                yield ws
+            finally:
+                await ws.close()
+            return
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def version(self) -> dict[str, str]:
         body = await self.get("/version")

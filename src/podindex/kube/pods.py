@@ -142,3 +142,90 @@ async def _chunks(
         raise StreamStalled(f"log stream: no bytes for {read_timeout}s") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise TransportError(f"log stream: {exc!r}") from exc
+
+
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+class _Cause(msgspec.Struct):
+    reason: str = ""
+    message: str = ""
+
+
+class _Details(msgspec.Struct):
+    causes: list[_Cause] | None = None
+
+
+class _ExecStatus(msgspec.Struct):
+    status: str = ""
+    reason: str = ""
+    message: str = ""
+    details: _Details | None = None
+
+
+_exec_status = msgspec.json.Decoder(_ExecStatus)
+
+
+def exit_code(status_frame: bytes) -> tuple[int, str]:
+    """(exit code, message) from the channel-3 Status that ends an exec session.
+
+    Success is 0; ``NonZeroExitCode`` carries the code as an ``ExitCode``
+    cause; any other failure (the command could not start) is 126, a
+    shell's "cannot execute", with the server's message.
+    """
+    try:
+        status = _exec_status.decode(status_frame)
+    except msgspec.DecodeError:
+        return 126, status_frame.decode("utf-8", "replace")[:200]
+    if status.status == "Success":
+        return 0, ""
+    for cause in (status.details.causes or []) if status.details else []:
+        if cause.reason == "ExitCode" and cause.message.isdigit():
+            return int(cause.message), status.message
+    return 126, status.message
+
+
+class ExecStream:
+    """One exec session over the channel protocol: stdin/resize out, frames in."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.protocol = ws.protocol or ""
+
+    async def stdin(self, data: bytes) -> None:
+        await self.ws.send_bytes(bytes((STDIN,)) + data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        size = msgspec.json.encode({"Width": cols, "Height": rows})
+        await self.ws.send_bytes(bytes((RESIZE,)) + size)
+
+    async def close_stdin(self) -> None:
+        """End of input (v5 only: v4 has no way to say it but closing the session)."""
+        if self.protocol.startswith("v5."):
+            await self.ws.send_bytes(bytes((CLOSE, STDIN)))
+
+    async def frames(self) -> AsyncIterator[tuple[int, bytes]]:
+        """(channel, payload) until the server closes the session."""
+        async for message in self.ws:
+            if message.type == aiohttp.WSMsgType.BINARY and message.data:
+                yield message.data[0], message.data[1:]
+            elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
+                return
+
+
+@asynccontextmanager
+async def exec_stream(
+    client: KubeClient,
+    namespace: str,
+    name: str,
+    container: str,
+    command: list[str],
+    *,
+    tty: bool,
+) -> AsyncIterator[ExecStream]:
+    params = [("container", container), ("stdin", "true"), ("stdout", "true")]
+    params += [("stderr", "false" if tty else "true"), ("tty", "true" if tty else "false")]
+    params += [("command", part) for part in command]
+    async with client.websocket(pod_path(namespace, name, "exec"), params, EXEC_PROTOCOLS) as ws:
+        yield ExecStream(ws)
