@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import tempfile
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from _common import PodFactory, median, note, table, write_results
+from _common import PodFactory, median, note, rss_kb, table, write_results
 
 TARGET_P99_MS = 20.0
 
@@ -103,7 +104,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     service, app = await build(args.pods)
     note(f"index of {args.pods} pods built in {time.perf_counter() - started:.1f}s")
-    results: dict[str, Any] = {}
+    gc.collect()
+    before, started = rss_kb(), time.perf_counter()
+    listing = service.index.listing  # built on first use
+    build_s = time.perf_counter() - started
+    gc.collect()
+    listing_bytes = (rss_kb() - before) * 1024 / max(1, len(listing))
+    note(f"listing built in {build_s:.2f}s, {listing_bytes:.0f} B/pod of RSS")
+    results: dict[str, Any] = {"listing_build_s": build_s, "listing_bytes_per_pod": listing_bytes}
     for label, params in QUERIES:
         runs = [await measure(app, params, args.requests) for _ in range(args.runs)]
         results[label] = {
@@ -124,6 +132,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
+    print(
+        f"listing: built in {results.pop('listing_build_s'):.2f}s, "
+        f"{results.pop('listing_bytes_per_pod'):.0f} B/pod of RSS"
+    )
     rows = [
         [label, r["total"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"]
         for label, r in results.items()

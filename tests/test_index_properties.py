@@ -469,8 +469,8 @@ class IndexMachine(RuleBasedStateMachine):
 
     @invariant()
     def same_listing(self) -> None:
-        """The dashboard's listing: newest first with a stable tie-break, every pod once,
-        filters agreeing with a brute-force pass over the model."""
+        """The dashboard's listing: newest first (ties: namespace, name, uid, backwards),
+        every pod once, filters agreeing with a brute-force pass over the model."""
         index, model = self.index, self.model
         for cluster in ("c1", "c2"):
             pods = {k: s.pod for k, s in model.pods.items() if k[0] == cluster}
@@ -479,17 +479,9 @@ class IndexMachine(RuleBasedStateMachine):
                 k: tuple[str, str], pods: dict[tuple[str, str], Pod] = pods
             ) -> tuple[str, str, str, str]:
                 meta = pods[k].metadata
-                return (
-                    "".join(
-                        chr(ord("9") - ord(c) + ord("0")) if c.isdigit() else c
-                        for c in meta.creationTimestamp or ""
-                    ),
-                    meta.namespace,
-                    meta.name,
-                    k[1],
-                )
+                return (meta.creationTimestamp or "", meta.namespace, meta.name, k[1])
 
-            want = sorted(pods, key=newest_first)
+            want = sorted(pods, key=newest_first, reverse=True)
             total, page = index.listing.query(cluster, start=0, stop=len(want) + 1)
             assert (total, page) == (len(want), want)
             if len(want) > 2:

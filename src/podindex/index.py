@@ -193,8 +193,7 @@ class Index:
         self._by_label: dict[tuple[str, str], set[PodKey]] = {}
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
         self.sharing = ValueSharing()
-        self.listing = Listing()
-        """The dashboard's newest-first, by-status, searchable view of the same pods."""
+        self._listing: Listing | None = None
         """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
         self._dead: dict[PodKey, tuple[float, int | None]] = {}
         """Deleted uid -> (forget after, resourceVersion at deletion)."""
@@ -438,6 +437,17 @@ class Index:
             and (selector is None or selector.matches(r.pod.metadata.labels))
         ]
 
+    @property
+    def listing(self) -> Listing:
+        """The dashboard's newest-first, by-status, searchable view of the same pods;
+        built on first use (it costs memory), kept up to date from then on."""
+        if self._listing is None:
+            listing = Listing()
+            for record in self.pods.values():
+                listing.put(record.key, record.pod, record.ips)
+            self._listing = listing
+        return self._listing
+
     def clusters(self) -> set[str]:
         return {k[0] for k in self.pods}
 
@@ -515,7 +525,8 @@ class Index:
         else:
             seq = old.seq
         record = self._make_record(key, pod, seq, source, old, workload)
-        self.listing.put(key, record.pod, record.ips)
+        if self._listing is not None and (old is None or old.pod is not record.pod):
+            self._listing.put(key, record.pod, record.ips, old.pod if old is not None else None)
         if old is not None and record.body is old.body:
             # Same answer, same keys: every table already points at this pod's key.
             self.pods[key] = record
@@ -619,7 +630,8 @@ class Index:
         )
         self._unlink(record, None, now, released_as=final if release else None)
         del self.pods[record.key]
-        self.listing.remove(record.key)
+        if self._listing is not None:
+            self._listing.remove(record.key, record.pod)
         if self.changes is not None and final is not None:
             self.changes.append(Change(final, now, True, False, bool(record.ips)))
 

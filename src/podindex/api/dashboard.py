@@ -166,7 +166,7 @@ def routes(service: Service) -> list[Route]:
         within = None
         if namespace is not None or node is not None or not selector.empty:
             within = [
-                r.key
+                (r.key[1], r.pod)
                 for r in service.index.matching(
                     cluster=sync.cluster_id,
                     namespace=namespace,
