@@ -47,6 +47,14 @@ _SERVE_FLAGS: dict[str, str] = {
     "retention": "how long dead pods stay in history, e.g. 7d, 12h (default 7d)",
     "watch": "false: watch no cluster, serve only what agents push (default true)",
     "ack_timeout": "seconds a push waits for the store before answering 503 (default 5)",
+    "trusted_proxies": "/authz: comma-separated CIDRs of proxies whose forwarded headers "
+    "name the caller (default: none)",
+    "forwarded_headers": "/authz: client-address headers read from a trusted proxy, first "
+    "present wins (default x-forwarded-for,x-real-ip,forwarded)",
+    "authz_targets": "/authz: target-namespace presets fission, service-host and "
+    "header:NAME (default fission,service-host)",
+    "authz_policy": "/authz: YAML policy file (allow/deny and target rules), reloaded on change",
+    "authz_audit": "/authz: log every decision as one audit line (default false)",
 }
 
 
@@ -109,9 +117,24 @@ def check_access(settings: Settings) -> str | None:
     return None
 
 
+def check_policy(settings: Settings) -> str | None:
+    """A bad forward-auth policy file stops the start, naming its line."""
+    from podindex.api.authz import PolicyError, read_policy
+
+    if settings.authz_policy is None:
+        return None
+    try:
+        read_policy(settings.authz_policy)
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    problem = check_access(settings) if settings.watch else None
+    problem = check_policy(settings)
+    if problem is None and settings.watch:
+        problem = check_access(settings)
     if problem is not None:
         print(f"podindex: {problem}", file=sys.stderr)
         return 2

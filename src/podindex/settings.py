@@ -46,6 +46,17 @@ class Settings:
     """Watch the cluster; false serves only what agents push (a broker)."""
     ack_timeout: float = 5.0
     """Seconds a push waits for its write to the store before answering 503."""
+    # --- forward-auth (GET /authz) ---
+    trusted_proxies: str | None = None
+    """Comma-separated CIDRs whose forwarded headers name the caller (default: none)."""
+    forwarded_headers: str = "x-forwarded-for,x-real-ip,forwarded"
+    """Which client-address headers a trusted proxy's request is read from, first present wins."""
+    authz_targets: str = "fission,service-host"
+    """Target-namespace presets (``fission``, ``service-host``) and ``header:NAME``."""
+    authz_policy: str | None = None
+    """YAML policy file adding allow/deny rules and target rules; reloaded when it changes."""
+    authz_audit: bool = False
+    """Log every /authz decision as one line (logger ``podindex.authz.audit``)."""
 
     @property
     def host(self) -> str:
@@ -102,6 +113,19 @@ class Settings:
             raise SettingsError("retention must be > 0")
         if self.ack_timeout <= 0:
             raise SettingsError("ack_timeout must be > 0 seconds")
+        self._validate_authz()
+
+    def _validate_authz(self) -> None:
+        from podindex.authz import ProxyTrust, TargetRules  # pure; only its parsers are used
+
+        try:
+            ProxyTrust.parse(self.trusted_proxies, self.forwarded_headers)
+        except ValueError as exc:
+            raise SettingsError(f"trusted_proxies/forwarded_headers: {exc}") from None
+        try:
+            TargetRules.parse(self.authz_targets)
+        except ValueError as exc:
+            raise SettingsError(f"authz_targets: {exc}") from None
 
 
 def env_name(field_name: str) -> str:

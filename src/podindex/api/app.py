@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podindex.api import attribution, broker, errors, openapi, podwatcher
+from podindex.api.authz import Authz, AuthzCollector
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics
 from podindex.logs import configure_logging
@@ -31,6 +32,8 @@ log = logging.getLogger("podindex.api")
 def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
     """The whole API for ``service``; ``run_background=False`` leaves watchers to the caller."""
     metrics = Metrics(service)
+    authz = Authz(service)
+    metrics.registry.register(AuthzCollector(authz))
     openapi_body = msgspec.json.encode(openapi.document())
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -41,6 +44,11 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with authz.policy_file.watching(), service_lifespan(app):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def service_lifespan(app: Starlette) -> AsyncIterator[None]:
         if not run_background:
             yield
             return
@@ -70,7 +78,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
         },
         lifespan=lifespan,
     )
-    return LookupFastPath(app, service, metrics)
+    return LookupFastPath(app, service, metrics, authz)
 
 
 def app_from_env() -> ASGIApp:
