@@ -25,6 +25,7 @@ from podindex.cluster import ClusterSync
 from podindex.index import Index
 from podindex.kube.client import KubeClient
 from podindex.kube.config import explicit_access
+from podindex.logs import JsonFormatter
 from podindex.model import ObjectMeta, Pod, PodIP, PodSpec, PodStatus
 from podindex.service import Service
 from podindex.settings import Settings, SettingsError
@@ -390,6 +391,8 @@ async def test_authz_allows_the_same_namespace_with_pod_headers(
         assert response.headers["x-pod-uid"] == "uid-team-a-caller"
         assert response.headers["x-pod-identity"] == "caller"
         assert response.headers["x-pod-cluster"] == "default"
+        assert response.headers["x-pod-workload"] == "-"  # a bare pod: never empty
+        assert response.headers["x-pod-caller"] == "pod"
     denied = await clients("10.244.1.6").get("/authz", headers=FISSION_A)
     assert denied.status_code == 403
     assert denied.json() == {
@@ -465,11 +468,13 @@ async def test_authz_decisions_are_counted_and_audited_without_credentials(
         mark_synced(service)
         await clients("10.244.1.5").get("/authz", headers={**FISSION_A, **secret})
         await clients("10.244.1.6").get("/authz", headers={**FISSION_A, **secret})
-    lines = [r.getMessage() for r in caplog.records if r.name == "podindex.authz.audit"]
-    assert len(lines) == 3
+    records = [r for r in caplog.records if r.name == "podindex.authz.audit"]
+    assert len(records) == 3
+    lines = [JsonFormatter().format(r) for r in records]
     assert '"decision":"unavailable"' in lines.pop(0)
     assert '"decision":"allow"' in lines[0] and '"pods":["default/team-a/caller"]' in lines[0]
     assert '"reason":"other_namespace"' in lines[1] and '"method":"POST"' in lines[1]
+    assert records[2].getMessage() == "authz deny other_namespace: 10.244.1.6 -> team-a"
     assert not any("s3cr3t" in line for line in lines)
     metrics = (await clients("127.0.0.1").get("/metrics")).text
     assert 'podindex_authz_decisions_total{decision="allow",reason="same_namespace"} 1.0' in metrics

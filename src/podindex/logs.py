@@ -22,6 +22,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):  # structured context (e.g. an /authz audit line)
+            entry.update((k, v) for k, v in fields.items() if k not in entry)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()

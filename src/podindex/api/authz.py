@@ -263,23 +263,25 @@ class Authz:
         return 200, self._allow_headers(kind, candidates), b""
 
     def _allow_headers(self, kind: CallerKind, candidates: tuple[PodRecord, ...]) -> Headers:
-        if len(candidates) == 1:
-            record = candidates[0]
-            cached = self._pod_headers.get(record.key)
-            if cached is not None and cached[0] is record:
-                return (
-                    cached[1] if kind == "pod" else [*cached[1], (b"x-pod-caller", kind.encode())]
-                )
-            built = pod_headers(record)
+        if len(candidates) != 1:  # an ambiguous caller a rule allowed: no one pod to name
+            namespaces = {r.namespace for r in candidates}
+            namespace = next(iter(namespaces)) if len(namespaces) == 1 else "-"
+            return [
+                _EMPTY,
+                *((name, b"-") for name in _POD_HEADER_NAMES),
+                (b"x-pod-namespace", namespace.encode()),
+                (b"x-pod-caller", kind.encode()),
+            ]
+        record = candidates[0]
+        cached = self._pod_headers.get(record.key)
+        if cached is None or cached[0] is not record:
             if len(self._pod_headers) > 2 * len(self.service.index.pods) + 1024:
-                self._pod_headers.clear()
-            self._pod_headers[record.key] = (record, built)
-            return built if kind == "pod" else [*built, (b"x-pod-caller", kind.encode())]
-        out: Headers = [_EMPTY, (b"x-pod-caller", kind.encode())]
-        namespaces = {r.namespace for r in candidates}
-        if len(namespaces) == 1:
-            out.append((b"x-pod-namespace", next(iter(namespaces)).encode()))
-        return out
+                self._pod_headers.clear()  # records of pods long gone
+            cached = (record, pod_headers(record))
+            self._pod_headers[record.key] = cached
+        if kind == "pod":
+            return cached[1]
+        return [*cached[1][:-1], (b"x-pod-caller", kind.encode())]
 
     def _deny(
         self,
@@ -333,27 +335,51 @@ class Authz:
             entry["rule"] = verdict.rule
         if candidates:
             entry["pods"] = [f"{r.key[0]}/{r.namespace}/{r.name}" for r in candidates]
-        audit_log.info("authz %s", _encode(entry).decode())
+        audit_log.info(
+            "authz %s %s: %s -> %s",
+            decision,
+            reason,
+            caller_ip or peer,
+            target,
+            extra={"fields": entry},
+        )
+
+
+_POD_HEADER_NAMES: Final = (
+    b"x-pod-name",
+    b"x-pod-uid",
+    b"x-pod-identity",
+    b"x-pod-cluster",
+    b"x-pod-workload",
+)
 
 
 def pod_headers(record: PodRecord) -> Headers:
-    """The ``X-Pod-*`` headers of an allowed caller (label values and names are ASCII)."""
+    """The ``X-Pod-*`` headers of an allowed caller, ``X-Pod-Caller`` last.
+
+    Every header is always sent and never empty: a proxy that copies only the
+    headers present (Caddy's ``copy_headers``) must overwrite whatever the client
+    sent under those names, never pass a client's value on.
+    """
     workload = record.workload
-    headers: Headers = [
+    return [
         _EMPTY,
         (b"x-pod-name", _header_value(record.name)),
         (b"x-pod-namespace", _header_value(record.namespace)),
         (b"x-pod-uid", _header_value(record.key[1])),
         (b"x-pod-identity", _header_value(workload.identity)),
         (b"x-pod-cluster", _header_value(record.key[0])),
+        (
+            b"x-pod-workload",
+            _header_value(f"{workload.kind}/{workload.name}" if workload.kind else "-"),
+        ),
+        (b"x-pod-caller", b"pod"),
     ]
-    if workload.kind:
-        headers.append((b"x-pod-workload", _header_value(f"{workload.kind}/{workload.name}")))
-    return headers
 
 
 def _header_value(text: str) -> bytes:
-    return text.encode("ascii", "replace").replace(b"\r", b"?").replace(b"\n", b"?")
+    value = text.encode("ascii", "replace").replace(b"\r", b"?").replace(b"\n", b"?")
+    return value or b"-"
 
 
 class AuthzCollector(Collector):
