@@ -151,6 +151,10 @@ class ProxyTrust:
         canonical = normalise_ip(peer) if peer else None
         if canonical is None or not self.trusts(canonical):
             return canonical
+        return self.forwarded_client(canonical, headers)
+
+    def forwarded_client(self, proxy: str, headers: Mapping[str, str]) -> str | None:
+        """:meth:`client_ip` for a request whose peer ``proxy`` is known to be trusted."""
         chain: list[str] | None = None
         for name in self.headers:
             value = headers.get(name)
@@ -158,12 +162,15 @@ class ProxyTrust:
                 continue
             if name == "forwarded":
                 chain = _forwarded_for(value)
+            elif "," not in value:
+                chain = [value.strip()]  # the common case: the proxy saw the client itself
             else:
                 chain = [p.strip() for p in value.split(",") if p.strip()]
-            if chain:
+            if chain and chain[0]:
                 break
         if not chain:
-            return canonical
+            return proxy
+        canonical = proxy
         for hop in reversed(chain):
             address = normalise_ip(strip_port(hop))
             if address is None:
@@ -259,7 +266,7 @@ class TargetRules:
         if explicit is not None and self.header is not None:
             value = explicit.strip()
             return (value if _NAMESPACE.fullmatch(value) else None), "header"
-        for rule in (*extra, *self.rules):
+        for rule in (*extra, *self.rules) if extra else self.rules:
             found = rule.namespace(uri, host)
             if found is not None:
                 return found, rule.name
@@ -354,15 +361,17 @@ class Policy:
             if rule.applies(kind, candidates):
                 return Decision(False, "deny_rule", rule.name)
         if kind == "pod" and self.same_namespace and candidates[0].namespace == target:
-            return Decision(True, "same_namespace")
+            return SAME_NAMESPACE
         for rule in allows:
             if rule.applies(kind, candidates):
                 return Decision(True, "rule", rule.name)
         if kind != "pod":
             return Decision(False, AMBIGUOUS_REASONS[kind])
-        return Decision(False, "other_namespace")
+        return OTHER_NAMESPACE
 
 
+SAME_NAMESPACE: Final = Decision(True, "same_namespace")
+OTHER_NAMESPACE: Final = Decision(False, "other_namespace")
 AMBIGUOUS_REASONS: Final[Mapping[str, str]] = {
     "node": "ambiguous_node",
     "clusters": "ambiguous_clusters",

@@ -228,7 +228,9 @@ class Authz:
                 previous = h.get(name)
                 h[name] = value if previous is None else f"{previous}, {value}"
         peer = client[0] if client else None
-        caller_ip = self.trust.client_ip(peer, h)
+        peer_ip = normalise_ip(peer) if peer else None
+        trusted = peer_ip is not None and self.trust.trusts(peer_ip)
+        caller_ip = self.trust.forwarded_client(peer_ip, h) if trusted and peer_ip else peer_ip
         uri = h.get("x-forwarded-uri")
         original = h.get("x-original-uri")
         if uri is not None and original is not None and uri != original:
@@ -236,8 +238,6 @@ class Authz:
             return self._deny("conflicting_uri", caller_ip, None, h, peer)
         if uri is None:
             uri = original or ""
-        peer_ip = normalise_ip(peer) if peer else None
-        trusted = peer_ip is not None and self.trust.trusts(peer_ip)
         forwarded_host = h.get("x-forwarded-host") if trusted else None
         host = (forwarded_host or h.get("host", "")).rpartition(",")[2].strip()
         header = self.targets.header
