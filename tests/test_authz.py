@@ -125,8 +125,11 @@ def test_bad_trusted_proxies_are_a_settings_error() -> None:
 def test_presets_read_fission_routes_and_service_hosts() -> None:
     rules = TargetRules.parse("fission,service-host")
     assert rules.namespace("/fission-function/team-a/hello", "", None) == ("team-a", "fission")
-    assert rules.namespace("/fission-function/team-a", "", None)[0] == "team-a"
-    assert rules.namespace("/fission-function/team-a?x=1", "", None)[0] == "team-a"
+    assert rules.namespace("/fission-function/team-a/hello/sub?x=1", "", None)[0] == "team-a"
+    # A function of the default namespace has one segment.
+    assert rules.namespace("/fission-function/hello", "", None) == ("default", "fission")
+    assert rules.namespace("/fission-function/hello/?x=1", "", None)[0] == "default"
+    assert rules.namespace("/fission-function/Bad_NS/hello", "", None)[0] is None
     assert rules.namespace("/fission-functionx/team-a/f", "", None)[0] is None
     assert rules.namespace("/", "web.team-b.svc", None) == ("team-b", "service-host")
     assert rules.namespace("/", "web.team-b.svc.cluster.local:8080", None)[0] == "team-b"

@@ -183,15 +183,25 @@ class ProxyTrust:
 
 # --- the target namespace ---------------------------------------------------------
 
-PRESETS: Final[Mapping[str, tuple[str, str]]] = {
-    "fission": ("uri", r"^/fission-function/(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(/|$|\?)"),
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+
+PRESETS: Final[Mapping[str, tuple[tuple[str, str, str | None], ...]]] = {
+    # Fission's router: /fission-function/<namespace>/<function>[/…], and a function
+    # of the default namespace at /fission-function/<function>.
+    "fission": (
+        ("uri", rf"^/fission-function/(?P<namespace>{_DNS_LABEL})/[^/?#]", None),
+        ("uri", r"^/fission-function/[^/?#]+/?([?#]|$)", "default"),
+    ),
     "service-host": (
-        "host",
-        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
-        r"\.svc(\.cluster\.local)?\.?(:[0-9]+)?$",
+        (
+            "host",
+            rf"^{_DNS_LABEL}\.(?P<namespace>{_DNS_LABEL})\.svc(\.cluster\.local)?\.?(:[0-9]+)?$",
+            None,
+        ),
     ),
 }
-"""Built-in target rules: (what they match, regex with a ``namespace`` group)."""
+"""Built-in target rules: (what they match, regex with a ``namespace`` group, or the fixed
+namespace a match means)."""
 
 _NAMESPACE: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -203,26 +213,31 @@ class TargetRule:
     subject: Subject
     pattern: re.Pattern[str]
     name: str
+    fixed: str | None = None
+    """The namespace a match means, for a pattern without a ``namespace`` group."""
 
     def namespace(self, uri: str, host: str) -> str | None:
         matched = self.pattern.search(uri if self.subject == "uri" else host.lower())
         if matched is None:
             return None
+        if self.fixed is not None:
+            return self.fixed
         found = matched.group("namespace")
         return found if isinstance(found, str) and _NAMESPACE.fullmatch(found) else None
 
 
-def target_rule(subject: str, pattern: str, name: str) -> TargetRule:
-    """A rule over the URI or the host; ValueError unless the regex has a ``namespace`` group."""
+def target_rule(subject: str, pattern: str, name: str, fixed: str | None = None) -> TargetRule:
+    """A rule over the URI or the host; ValueError unless the regex has a ``namespace`` group
+    (or ``fixed`` names the namespace)."""
     if subject not in ("uri", "host"):
         raise ValueError(f"a target rule matches 'uri' or 'host', not {subject!r}")
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-    if "namespace" not in compiled.groupindex:
+    if fixed is None and "namespace" not in compiled.groupindex:
         raise ValueError(f"regex {pattern!r} has no named group 'namespace'")
-    return TargetRule("uri" if subject == "uri" else "host", compiled, name)
+    return TargetRule("uri" if subject == "uri" else "host", compiled, name, fixed)
 
 
 @dataclass(frozen=True)
@@ -252,7 +267,7 @@ class TargetRules:
                 raise ValueError(
                     f"unknown target preset {part!r}; use {sorted(PRESETS)} or header:NAME"
                 )
-            rules.append(target_rule(preset[0], preset[1], part))
+            rules.extend(target_rule(*rule[:2], part, rule[2]) for rule in preset)
         return cls(tuple(rules), header)
 
     def namespace(
