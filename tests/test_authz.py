@@ -551,3 +551,27 @@ async def test_the_running_app_picks_up_a_new_policy(tmp_path: Path) -> None:
         assert isinstance(app, LookupFastPath) and app.authz is not None
         assert app.authz.policy_file.reload_if_changed()
         assert (await client.get("/authz", headers=FISSION_A)).status_code == 200
+
+
+# --- the README's examples ----------------------------------------------------------
+
+
+def _readme_block(language: str, starting: str) -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for block in readme.split("```" + language + "\n")[1:]:
+        text = block.split("```", 1)[0]
+        if text.startswith(starting):
+            return text
+    raise AssertionError(f"no ```{language} block starting with {starting!r} in README.md")
+
+
+def test_the_readme_policy_example_parses_and_means_what_it_says() -> None:
+    policy = parse_policy(_readme_block("yaml", "# --authz-policy"), "README.md")
+    assert [r.name for r in policy.rules] == [
+        "prometheus-scrapes-everything",
+        "frontend-calls-the-api",
+        "nobody-calls-vault",
+        "node-agents",
+    ]
+    rules = TargetRules.parse("fission")
+    assert rules.namespace("/", "team-x.apps.example.com", None, policy.targets)[0] == "team-x"

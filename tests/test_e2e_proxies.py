@@ -338,3 +338,22 @@ async def test_a_real_proxy_lets_same_namespace_pods_through_and_stops_others(
     assert TOKEN not in output
     assert '"decision":"deny"' in output, output[-3000:]  # the audit lines
     assert "emerg" not in proxy_output and "panic" not in proxy_output, proxy_output[-3000:]
+
+
+def test_the_readme_caddyfile_is_valid_caddy_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (caddyfile,) = [b.split("```", 1)[0] for b in readme.split("```caddyfile\n")[1:]]
+    assert "forward_auth" in caddyfile and "copy_headers" in caddyfile
+    for header in COPIED:
+        assert header in caddyfile
+    path = tmp_path / "Caddyfile"
+    path.write_text(caddyfile)
+    adapted = subprocess.run(
+        [proxy_binary("caddy"), "adapt", "--config", str(path), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert adapted.returncode == 0, adapted.stderr
+    assert '"forward_auth"' in adapted.stdout or "/authz" in adapted.stdout
