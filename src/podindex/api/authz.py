@@ -109,6 +109,7 @@ class Denial(msgspec.Struct, gc=False):
 
 
 _encode = msgspec.json.Encoder().encode
+_MISSING: Final = "\0missing"
 
 
 def read_policy(path: str) -> Policy:
@@ -205,6 +206,9 @@ class Authz:
             self.counts["deny", reason] = 0
         self._pod_headers: dict[PodKey, tuple[PodRecord, Headers]] = {}
         """Allowed-answer headers per pod, valid while the index keeps that very record."""
+        self._peers: dict[str, tuple[str | None, bool]] = {}
+        self._targets: dict[tuple[str, str, str | None], str | None] = {}
+        self._targets_of: Policy | None = None
         self._wanted = dict(_WANTED)
         if self.targets.header is not None:
             self._wanted[self.targets.header.encode()] = self.targets.header
@@ -228,8 +232,7 @@ class Authz:
                 previous = h.get(name)
                 h[name] = value if previous is None else f"{previous}, {value}"
         peer = client[0] if client else None
-        peer_ip = normalise_ip(peer) if peer else None
-        trusted = peer_ip is not None and self.trust.trusts(peer_ip)
+        peer_ip, trusted = self._peer(peer)
         caller_ip = self.trust.forwarded_client(peer_ip, h) if trusted and peer_ip else peer_ip
         uri = h.get("x-forwarded-uri")
         original = h.get("x-original-uri")
@@ -238,12 +241,13 @@ class Authz:
             return self._deny("conflicting_uri", caller_ip, None, h, peer)
         if uri is None:
             uri = original or ""
-        forwarded_host = h.get("x-forwarded-host") if trusted else None
-        host = (forwarded_host or h.get("host", "")).rpartition(",")[2].strip()
+        host = (h.get("x-forwarded-host") if trusted else None) or h.get("host", "")
+        if "," in host:
+            host = host.rpartition(",")[2].strip()
         header = self.targets.header
         explicit = h.get(header) if header is not None and trusted else None
         policy = self.policy_file.policy
-        target, _ = self.targets.namespace(uri, host, explicit, policy.targets)
+        target = self._target(policy, uri, host, explicit)
         if caller_ip is None:
             return self._deny("no_caller", None, target, h, peer)
         if target is None:
@@ -261,6 +265,34 @@ class Authz:
         if self.audit:
             self._audit("allow", decision.reason, decision, caller_ip, target, candidates, h, peer)
         return 200, self._allow_headers(kind, candidates), b""
+
+    def _peer(self, peer: str | None) -> tuple[str | None, bool]:
+        """The peer's canonical address and whether it is a trusted proxy (cached per peer)."""
+        if peer is None:
+            return None, False
+        found = self._peers.get(peer)
+        if found is None:
+            canonical = normalise_ip(peer)
+            found = (canonical, canonical is not None and self.trust.trusts(canonical))
+            if len(self._peers) > 4096:
+                self._peers.clear()
+            self._peers[peer] = found
+        return found
+
+    def _target(self, policy: Policy, uri: str, host: str, explicit: str | None) -> str | None:
+        """The target namespace, cached per (URI, host, header) while the policy stays the same:
+        a function's URI repeats on every call, and the rules are regexes."""
+        if policy is not self._targets_of:
+            self._targets.clear()
+            self._targets_of = policy
+        key = (uri, host, explicit)
+        found = self._targets.get(key, _MISSING)
+        if found is _MISSING:
+            found = self.targets.namespace(uri, host, explicit, policy.targets)[0]
+            if len(self._targets) > 16384:
+                self._targets.clear()
+            self._targets[key] = found
+        return found
 
     def _allow_headers(self, kind: CallerKind, candidates: tuple[PodRecord, ...]) -> Headers:
         if len(candidates) != 1:  # an ambiguous caller a rule allowed: no one pod to name
