@@ -575,3 +575,41 @@ def test_the_readme_policy_example_parses_and_means_what_it_says() -> None:
     ]
     rules = TargetRules.parse("fission")
     assert rules.namespace("/", "team-x.apps.example.com", None, policy.targets)[0] == "team-x"
+
+
+async def test_an_ambiguous_caller_a_rule_allows_is_answered_as_such(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n"
+        "  - ambiguous: [node, terminating]\n"
+        "    from: {namespaces: [kube-system, team-a]}\n"
+        "    to: [team-a]\n"
+    )
+    svc = Service(Settings(store=f"sqlite:///{tmp_path}/history.db", authz_policy=str(policy)))
+    svc.clusters["default"] = ClusterSync(
+        "default", KubeClient(explicit_access("http://127.0.0.1:1", token=None)), svc.index
+    )
+    mark_synced(svc)
+    now = time.time()
+    for name in ("kube-proxy-1", "node-exporter-1"):
+        svc.index.upsert_pod(
+            "default", make_pod("kube-system", name, "10.0.0.11", host_network=True), now
+        )
+    svc.index.delete_pod("default", make_pod("team-a", "caller", "10.244.1.5"), now)
+    app = create_app(svc, run_background=False)
+
+    async def ask(peer: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://podindex") as client:
+            return await client.get("/authz", headers=FISSION_A)
+
+    node = await ask("10.0.0.11")
+    assert node.status_code == 200, node.text
+    assert node.headers["x-pod-caller"] == "node"
+    assert node.headers["x-pod-namespace"] == "kube-system"
+    assert node.headers["x-pod-name"] == "-"  # several pods: none is named
+    gone = await ask("10.244.1.5")
+    assert gone.status_code == 200, gone.text
+    assert gone.headers["x-pod-caller"] == "terminating"
+    assert gone.headers["x-pod-name"] == "caller"
+    assert gone.headers["x-pod-namespace"] == "team-a"

@@ -15,6 +15,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -357,3 +358,69 @@ def test_the_readme_caddyfile_is_valid_caddy_config(tmp_path: Path) -> None:
     )
     assert adapted.returncode == 0, adapted.stderr
     assert '"forward_auth"' in adapted.stdout or "/authz" in adapted.stdout
+
+
+@pytest.mark.timeout(90)
+async def test_a_running_podindex_reloads_its_policy_without_dropping_requests(
+    tmp_path: Path,
+) -> None:
+    sim = FakeCluster(token=TOKEN, bookmark_interval=0.5, pod_network=POD_NETWORK)
+    sim.create_pod("team-a", "callee", node="node-1")
+    caller = sim.create_pod("team-b", "caller", node="node-1")
+    caller_ip = caller["status"]["podIP"]
+    await sim.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: []\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - to: [team-a]\n    from: {namespaces: [Team_B]}\n")
+    common = ["serve", "--server", sim.url, "--token-file", str(token_file)]
+    refused = subprocess.run(
+        [*_podindex_command(), *common, "--authz-policy", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert f"{bad} line 3 (rules[0].from.namespaces)" in refused.stderr, refused.stderr
+
+    podindex, base = start_podindex(
+        *common, "--authz-policy", str(policy), "--log-level", "info", env={}
+    )
+    url = f"{base}/authz"
+    headers = {"X-Forwarded-Uri": "/fission-function/team-a/fn"}
+    statuses: list[int] = []
+    try:
+        await wait_ready(base, podindex)
+        async with client_from(caller_ip) as pod:
+            assert (await pod.get(url, headers=headers)).status_code == 403
+            stop_asking = asyncio.Event()
+
+            async def keep_asking() -> None:
+                while not stop_asking.is_set():
+                    statuses.append((await pod.get(url, headers=headers)).status_code)
+
+            asker = asyncio.create_task(keep_asking())
+            await asyncio.sleep(0.3)
+            policy.write_text("rules:\n  - from: {namespaces: [team-b]}\n    to: [team-a]\n")
+            deadline = time.monotonic() + 15
+            while (not statuses or statuses[-1] != 200) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert statuses[-1] == 200, "the new policy never took effect"
+            # A broken file keeps the policy in effect.
+            policy.write_text("rules:\n  - from: {namespaces: [team-b]}\n    to: [Team-A]\n")
+            await asyncio.sleep(2.5)
+            stop_asking.set()
+            await asker
+            assert (await pod.get(url, headers=headers)).status_code == 200
+    finally:
+        output = stop(podindex)
+        await sim.stop()
+    assert set(statuses) <= {200, 403}, sorted(set(statuses))  # none failed or was dropped
+    assert "authz policy reloaded" in output
+    assert "line 3 (rules[0].to)" in output and "keeping the previous one" in output
+
+
+def _podindex_command() -> list[str]:
+    return [sys.executable, "-m", "podindex"]
