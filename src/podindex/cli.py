@@ -87,6 +87,11 @@ def _serve(settings: Settings) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
+    problem = check_policy(settings)  # here too for demo/run: not in a worker's traceback
+    if problem is not None:
+        print(f"podindex: {problem}", file=sys.stderr)
+        return 2
+
     os.environ.update(settings.to_env())
     server = Server(
         "podindex.api.app:app_from_env",
