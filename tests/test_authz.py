@@ -469,7 +469,8 @@ async def test_authz_decisions_are_counted_and_audited_without_credentials(
     with caplog.at_level(logging.INFO, logger="podindex.authz.audit"):
         await clients("10.244.1.5").get("/authz", headers=FISSION_A)  # 503
         mark_synced(service)
-        await clients("10.244.1.5").get("/authz", headers={**FISSION_A, **secret})
+        leaky = {**FISSION_A, "X-Forwarded-Uri": FISSION_A["X-Forwarded-Uri"] + "?token=s3cr3t"}
+        await clients("10.244.1.5").get("/authz", headers={**leaky, **secret})
         await clients("10.244.1.6").get("/authz", headers={**FISSION_A, **secret})
     records = [r for r in caplog.records if r.name == "podindex.authz.audit"]
     assert len(records) == 3

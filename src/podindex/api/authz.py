@@ -352,7 +352,10 @@ class Authz:
         h: dict[str, str],
         peer: str | None = None,
     ) -> None:
-        """One line per decision: what was asked and why. Only the headers read are named."""
+        """One line per decision: what was asked and why. Only the headers read are named, the
+        URI without its query; Authorization, Cookie and the rest are never read."""
+        uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or ""
+        path = uri.partition("?")[0]  # the path only: a query string may carry a token
         entry: dict[str, object] = {
             "decision": decision,
             "reason": reason,
@@ -360,7 +363,7 @@ class Authz:
             "caller_ip": caller_ip,
             "target_namespace": target,
             "method": h.get("x-forwarded-method") or h.get("x-original-method"),
-            "uri": (h.get("x-forwarded-uri") or h.get("x-original-uri") or "")[:256] or None,
+            "uri": path[:256] or None,
             "host": (h.get("x-forwarded-host") or h.get("host") or "")[:256] or None,
         }
         if verdict is not None and verdict.rule:
