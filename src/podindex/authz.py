@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -116,7 +117,12 @@ class ProxyTrust:
     ) -> None:
         self.networks = tuple(networks)
         self.headers = tuple(h.lower() for h in headers)
-        self._trusted: dict[str, bool] = {}
+        self._v4 = tuple(
+            (int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4
+        )
+        self._v6 = tuple(
+            (int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 6
+        )
 
     @classmethod
     def parse(cls, cidrs: str | None, headers: str | None = None) -> ProxyTrust:
@@ -127,17 +133,20 @@ class ProxyTrust:
         return cls(parse_cidrs(cidrs), names or FORWARDED_HEADERS)
 
     def trusts(self, canonical_ip: str) -> bool:
-        """Whether a canonical address is inside a trusted-proxy CIDR (cached per address)."""
+        """Whether a canonical address is inside a trusted-proxy CIDR.
+
+        Integer masks, not ``ipaddress`` objects: every hop of every forwarded
+        chain is checked, and callers are as many as pods (no cache would hold them).
+        """
         if not self.networks:
             return False
-        found = self._trusted.get(canonical_ip)
-        if found is None:
-            address = ipaddress.ip_address(canonical_ip)
-            found = any(address in n for n in self.networks)
-            if len(self._trusted) > 4096:
-                self._trusted.clear()
-            self._trusted[canonical_ip] = found
-        return found
+        if ":" in canonical_ip:
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET6, canonical_ip), "big")
+            ranges = self._v6
+        else:
+            value = int.from_bytes(socket.inet_aton(canonical_ip), "big")
+            ranges = self._v4
+        return any(value & mask == network for network, mask in ranges)
 
     def client_ip(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
         """The canonical caller address, or None when it cannot be told (no peer, a bad hop).
