@@ -297,6 +297,14 @@ async def test_a_real_proxy_lets_same_namespace_pods_through_and_stops_others(
         assert headers["x-pod-identity"] == "fn-caller"
         assert headers["x-pod-caller"] == "pod"
 
+        # A target named by the host: <service>.<namespace>.svc, forwarded as X-Forwarded-Host.
+        by_host = f"http://127.0.0.1:{port}/hello"
+        host = {"Host": "hello.team-a.svc.cluster.local"}
+        async with client_from(caller_ip) as pod:
+            assert (await pod.get(by_host, headers=host)).status_code == 200
+        async with client_from(intruder_ip) as pod:
+            assert (await pod.get(by_host, headers=host)).status_code == 403
+
         calls = len(upstream.seen)
         async with client_from(intruder_ip) as pod:
             denied = await pod.get(url)
