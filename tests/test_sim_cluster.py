@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from podindex.sim import POD, FakeCluster, NotFound
+from podindex.sim.ipam import IpPool
 
 TOKEN = "t0ken"
 
@@ -287,3 +288,18 @@ async def test_run_simulator_serves_until_stopped(tmp_path: Path) -> None:
         assert len((await resp.json())["items"]) >= 300
     stop.set()
     assert await asyncio.wait_for(task, 5) == 0
+
+
+def test_the_pod_network_can_be_loopback_for_forward_auth_tests() -> None:
+    cluster = FakeCluster(pod_network="127.1.0.0/16")
+    first = cluster.create_pod("a", "one", node="node-1")["status"]["podIP"]
+    second = cluster.create_pod("a", "two", node="node-2")["status"]["podIP"]
+    assert first.startswith("127.1.1.") and second.startswith("127.1.2.")
+    assert cluster.ips.pod_cidr("node-1") == "127.1.1.0/24"
+    assert (
+        FakeCluster()
+        .create_pod("a", "one", node="node-1")["status"]["podIP"]
+        .startswith("10.244.1.")
+    )
+    with pytest.raises(ValueError, match=r"A\.B\.0\.0/16"):
+        IpPool("fd00::/64")

@@ -54,6 +54,14 @@ _SERVE_FLAGS: dict[str, str] = {
     "tls_key": "PEM private key for --tls-cert",
     "allowed_origins": "origins allowed to open WebSockets besides the page's own host "
     "(comma-separated, e.g. https://dash.example.com)",
+    "trusted_proxies": "/authz: comma-separated CIDRs of proxies whose forwarded headers "
+    "name the caller (default: none)",
+    "forwarded_headers": "/authz: client-address headers read from a trusted proxy, first "
+    "present wins (default x-forwarded-for,x-real-ip,forwarded)",
+    "authz_targets": "/authz: target-namespace presets fission, service-host and "
+    "header:NAME (default fission,service-host)",
+    "authz_policy": "/authz: YAML policy file (allow/deny and target rules), reloaded on change",
+    "authz_audit": "/authz: log every decision as one audit line (default false)",
 }
 
 
@@ -85,6 +93,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _serve(settings: Settings) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
+
+    problem = check_policy(settings)  # here too for demo/run: not in a worker's traceback
+    if problem is not None:
+        print(f"podindex: {problem}", file=sys.stderr)
+        return 2
 
     os.environ.update(settings.to_env())
     server = Server(
@@ -129,9 +142,22 @@ def check_tokens_file(settings: Settings) -> str | None:
     return None
 
 
+def check_policy(settings: Settings) -> str | None:
+    """A bad forward-auth policy file stops the start, naming its line."""
+    from podindex.api.authz import PolicyError, read_policy
+
+    if settings.authz_policy is None:
+        return None
+    try:
+        read_policy(settings.authz_policy)
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    problem = check_tokens_file(settings)
+    problem = check_tokens_file(settings) or check_policy(settings)
     if problem is None and settings.watch:
         problem = check_access(settings)
     if problem is not None:

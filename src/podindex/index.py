@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 import msgspec
 
@@ -53,6 +53,9 @@ AGENT: Final = "agent"
 """``identity_source`` of a workload named by the agent that pushed the pod."""
 
 _K = TypeVar("_K")
+
+CallerKind = Literal["pod", "node", "clusters", "terminating"]
+"""Who is behind an IP, for forward-auth (:meth:`Index.caller`)."""
 
 NameKey = tuple[str, str, str]
 """(cluster, namespace, name)"""
@@ -359,6 +362,31 @@ class Index:
         if found[2] <= now:
             return None
         return found[0], found[1]
+
+    def caller(self, ip: str, now: float) -> tuple[CallerKind, tuple[PodRecord, ...]] | None:
+        """Who may be calling from a canonical IP, by the rules of the IP answers.
+
+        ``pod``: the one live pod holding it (the common case: two dict hits).
+        The ambiguous cases: ``clusters`` (a holder in each of several
+        clusters), ``terminating`` (its pod was deleted or finished within the
+        grace period), ``node`` (a node IP: its hostNetwork pods, sorted).
+        None: nobody.
+        """
+        claims = self._ip_claims.get(ip)
+        if claims is not None:
+            if isinstance(claims, tuple):
+                return "pod", (self.pods[claims],)
+            winners = self._winners(ip)
+            if len(winners) == 1:
+                return "pod", tuple(winners.values())
+            return "clusters", tuple(winners[c] for c in sorted(winners))
+        release = self._released.get(ip)
+        if release is not None and release.deadline > now:
+            return "terminating", (release.record,)
+        hosts = self._host_ips.get(ip)
+        if hosts:
+            return "node", tuple(sorted((self.pods[k] for k in hosts), key=PodRecord.order))
+        return None
 
     def holder(self, cluster: str, ip: str) -> PodRecord | None:
         """The pod of ``cluster`` that holds ``ip`` now, if any."""

@@ -26,6 +26,9 @@ class JsonFormatter(logging.Formatter):
         if details is not None:
             # An audit line: who did what, to what, with what result, as fields.
             entry["audit"] = details
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):  # structured context (e.g. an /authz audit line)
+            entry.update((k, v) for k, v in fields.items() if k not in entry)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()

@@ -56,6 +56,17 @@ class Settings:
     allowed_origins: str | None = None
     """Browser origins (comma-separated, ``*`` for any) allowed to open WebSockets besides
     the page's own host."""
+    # --- forward-auth (GET /authz) ---
+    trusted_proxies: str | None = None
+    """Comma-separated CIDRs whose forwarded headers name the caller (default: none)."""
+    forwarded_headers: str = "x-forwarded-for,x-real-ip,forwarded"
+    """Which client-address headers a trusted proxy's request is read from, first present wins."""
+    authz_targets: str = "fission,service-host"
+    """Target-namespace presets (``fission``, ``service-host``) and ``header:NAME``."""
+    authz_policy: str | None = None
+    """YAML policy file adding allow/deny rules and target rules; reloaded when it changes."""
+    authz_audit: bool = False
+    """Log every /authz decision as one line (logger ``podindex.authz.audit``)."""
 
     @property
     def host(self) -> str:
@@ -116,10 +127,23 @@ class Settings:
             raise SettingsError(f"lookup_access must be open or reader, got {self.lookup_access!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("tls_cert and tls_key go together: give both or neither")
+        self._validate_authz()
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert else "http"
+
+    def _validate_authz(self) -> None:
+        from podindex.authz import ProxyTrust, TargetRules  # pure; only its parsers are used
+
+        try:
+            ProxyTrust.parse(self.trusted_proxies, self.forwarded_headers)
+        except ValueError as exc:
+            raise SettingsError(f"trusted_proxies/forwarded_headers: {exc}") from None
+        try:
+            TargetRules.parse(self.authz_targets)
+        except ValueError as exc:
+            raise SettingsError(f"authz_targets: {exc}") from None
 
 
 def env_name(field_name: str) -> str:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from podindex.api import attribution, broker, dashboard, errors, openapi, podwatcher, sessions
 from podindex.api.auth import AccessFile, Authenticator, guarded
+from podindex.api.authz import Authz, AuthzCollector
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics
 from podindex.kube.errors import KubeError
@@ -35,6 +36,8 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
     """The whole API for ``service``; ``run_background=False`` leaves watchers to the caller."""
     authenticator = authenticator_for(service)
     metrics = Metrics(service, authenticator.outcomes)
+    authz = Authz(service)
+    metrics.registry.register(AuthzCollector(authz))
     openapi_body = msgspec.json.encode(openapi.document())
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -45,6 +48,11 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with authz.policy_file.watching(), service_lifespan(app):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def service_lifespan(app: Starlette) -> AsyncIterator[None]:
         if not run_background:
             yield
             return
@@ -77,7 +85,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.authenticator = authenticator
-    return LookupFastPath(app, service, metrics, authenticator)
+    return LookupFastPath(app, service, metrics, authenticator, authz)
 
 
 def authenticator_for(service: Service) -> Authenticator:

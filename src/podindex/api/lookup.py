@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from podindex.addresses import normalise_ip
 from podindex.answers import error_body
 from podindex.api.auth import Authenticator, Role
+from podindex.api.authz import Authz
 from podindex.api.errors import ApiProblem
 from podindex.api.metrics import Metrics
 from podindex.index import NEVER
@@ -74,15 +75,21 @@ def answer_ip(service: Service, raw: str | None, now: float | None = None) -> tu
 
 
 class LookupFastPath:
-    """ASGI middleware: serve ``GET|HEAD /pod`` directly, pass everything else on."""
+    """ASGI middleware: serve ``GET|HEAD /pod`` and ``/authz`` directly, pass everything else on."""
 
     def __init__(
-        self, app: ASGIApp, service: Service, metrics: Metrics, authenticator: Authenticator
+        self,
+        app: ASGIApp,
+        service: Service,
+        metrics: Metrics,
+        authenticator: Authenticator,
+        authz: Authz | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.outcomes = metrics.lookup_outcomes
         self.authenticator = authenticator
+        self.authz = authz
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -94,6 +101,9 @@ class LookupFastPath:
                 "HEAD",
             )
         ):
+            if self.authz is not None and scope["type"] == "http" and scope["path"] == "/authz":
+                await self._authz(self.authz, scope, send)
+                return
             await self.app(scope, receive, send)
             return
         headers = [_JSON]
@@ -122,3 +132,12 @@ class LookupFastPath:
         status, body = answer_ip(self.service, ip_parameter(scope["query_string"]))
         self.outcomes[status] += 1
         return status, body, []
+
+    @staticmethod
+    async def _authz(authz: Authz, scope: Scope, send: Send) -> None:
+        """Any method: proxies forward the original one. The request body is never read."""
+        status, headers, body = authz.answer(scope["headers"], scope.get("client"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""}
+        )

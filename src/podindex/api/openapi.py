@@ -384,12 +384,96 @@ _DASHBOARD_POD = {
     },
 }
 
+_DENIAL = {
+    "type": "object",
+    "required": ["error", "reason", "message", "caller_ip", "target_namespace"],
+    "properties": {
+        "error": {"type": "string", "enum": ["forbidden"]},
+        "reason": {
+            "type": "string",
+            "enum": [
+                "unknown_ip",
+                "no_caller",
+                "no_target",
+                "conflicting_uri",
+                "other_namespace",
+                "deny_rule",
+                "ambiguous_node",
+                "ambiguous_clusters",
+                "terminating",
+            ],
+        },
+        "message": {"type": "string"},
+        "caller_ip": {"type": "string", "nullable": True},
+        "target_namespace": {"type": "string", "nullable": True},
+        "rule": {"type": "string", "nullable": True},
+    },
+}
+
+
+def _authz_paths() -> dict[str, Any]:
+    """``/authz`` answers every method alike (a proxy forwards the original one)."""
+    header = {"schema": {"type": "string"}}
+    operation = {
+        "summary": "Forward-auth: may the calling pod reach the target namespace",
+        "description": (
+            "For Caddy forward_auth, nginx auth_request and Traefik ForwardAuth. The caller is "
+            "the peer address, or from X-Forwarded-For / X-Real-IP / Forwarded when the peer is "
+            "a trusted proxy; the target namespace comes from X-Forwarded-Uri / X-Original-URI, "
+            "X-Forwarded-Host / Host, or a configured header. Allowed: the caller's pod is in the "
+            "target namespace, or a policy rule allows it; a deny rule always wins."
+        ),
+        "parameters": [
+            {"name": n, "in": "header", "required": False, "schema": {"type": "string"}}
+            for n in (
+                "X-Forwarded-For",
+                "X-Real-IP",
+                "Forwarded",
+                "X-Forwarded-Uri",
+                "X-Original-URI",
+                "X-Forwarded-Host",
+                "X-Forwarded-Method",
+            )
+        ],
+        "responses": {
+            "200": {
+                "description": "Allowed; headers for the proxy to copy upstream (empty body)",
+                "headers": {
+                    n: header
+                    for n in (
+                        "X-Pod-Name",
+                        "X-Pod-Namespace",
+                        "X-Pod-Uid",
+                        "X-Pod-Identity",
+                        "X-Pod-Cluster",
+                        "X-Pod-Workload",
+                        "X-Pod-Caller",
+                    )
+                },
+            },
+            "403": {
+                "description": "Denied, with the reason",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AuthzDenial"}}
+                },
+            },
+            "503": _error("Initial sync not finished: denied (fail closed)"),
+        },
+    }
+    return {
+        "/authz": {
+            method: {**operation, "operationId": f"authz_{method}"}
+            for method in ("get", "head", "post", "put", "patch", "delete", "options")
+        }
+    }
+
+
 _ADMIN_OPERATIONS = (
     ("/pod/spec", "post"),
     ("/pod/mark_dead", "post"),
     ("/api/clusters/{cluster}/namespaces/{namespace}/pods/{name}", "delete"),
 )
-_OPEN_PATHS = ("/health", "/ready", "/openapi.json")
+_OPEN_PATHS = ("/health", "/ready", "/openapi.json", "/authz")
 
 
 def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
@@ -541,6 +625,8 @@ def document() -> dict[str, Any]:
                     }
                 },
                 **_broker_paths(),
+                **_dashboard_paths(),
+                **_authz_paths(),
             },
             "components": {
                 "schemas": {
@@ -548,6 +634,7 @@ def document() -> dict[str, Any]:
                     "Pod": _POD,
                     "NodeIP": _NODE,
                     "DashboardPod": _DASHBOARD_POD,
+                    "AuthzDenial": _DENIAL,
                     **_struct_schemas(),
                 }
             },

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from podindex.sim.ipam import IpPool
+from podindex.sim.ipam import DEFAULT_POD_NETWORK, IpPool
 from podindex.sim.manifests import (
     JSON,
     ContainerParams,
@@ -173,6 +173,7 @@ class FakeCluster:
         grace_scale: float = 0.01,
         initial_resource_version: int = 100,
         too_large_wait: float = 3.0,
+        pod_network: str = DEFAULT_POD_NETWORK,
     ) -> None:
         self.token = token
         self.service_account_tokens: dict[str, JSON] = {}
@@ -184,7 +185,8 @@ class FakeCluster:
         self.too_large_wait = too_large_wait
         self.tables: dict[Resource, Table] = {r: Table() for r in RESOURCES}
         self.history = History(history_limit, initial_resource_version)
-        self.ips = IpPool()
+        self.ips = IpPool(pod_network)
+        """Pod ranges: per node a /24 of ``pod_network`` (``127.1.0.0/16``: loopback pods)."""
         self.node_ips: dict[str, str] = {}
         self.active_watches = 0
         self.watches_stalled = False

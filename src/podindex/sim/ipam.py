@@ -16,10 +16,26 @@ def node_ip(index: int) -> str:
     return f"10.0.{n // 256}.{n % 256}"
 
 
-def pod_cidr_prefix(index: int) -> str:
-    """Node n gets the pod range 10.244.n.0/24 (spilling into 10.245+ past 255 nodes)."""
-    n = 244 * 256 + index
-    return f"10.{n // 256}.{n % 256}"
+DEFAULT_POD_NETWORK = "10.244.0.0/16"
+
+
+def pod_cidr_prefix(index: int, network: str = DEFAULT_POD_NETWORK) -> str:
+    """Node n gets the pod range 10.244.n.0/24 (spilling into 10.245+ past 255 nodes).
+
+    Another ``network`` (``A.B.0.0/16``) moves the ranges to A.B.n.0/24: with
+    ``127.1.0.0/16`` every pod IP is a loopback address a test client can bind
+    to, so a proxy in front of podindex sees the pod itself calling.
+    """
+    first, second = _network_octets(network)
+    n = second * 256 + index
+    return f"{first}.{n // 256}.{n % 256}"
+
+
+def _network_octets(network: str) -> tuple[int, int]:
+    octets = network.partition("/")[0].split(".")
+    if len(octets) != 4 or not all(o.isdigit() and int(o) < 256 for o in octets):
+        raise ValueError(f"pod network must be an IPv4 A.B.0.0/16, got {network!r}")
+    return int(octets[0]), int(octets[1])
 
 
 class IpPool:
@@ -28,7 +44,9 @@ class IpPool:
     FIRST_HOST = 10
     LAST_HOST = 254
 
-    def __init__(self) -> None:
+    def __init__(self, pod_network: str = DEFAULT_POD_NETWORK) -> None:
+        _network_octets(pod_network)  # fail at construction, not at the first pod
+        self.pod_network = pod_network
         self._node_index: dict[str, int] = {}
         self._next_host: dict[str, int] = {}
         self._free: dict[str, deque[str]] = {}
@@ -47,7 +65,7 @@ class IpPool:
         return node_ip(self.node_index(node))
 
     def pod_cidr(self, node: str) -> str:
-        return pod_cidr_prefix(self.node_index(node)) + ".0/24"
+        return pod_cidr_prefix(self.node_index(node), self.pod_network) + ".0/24"
 
     def allocate(self, node: str, avoid: frozenset[str] = frozenset()) -> str:
         free = self._free.get(node)
@@ -57,7 +75,7 @@ class IpPool:
                 if ip not in avoid and ip not in self.in_use:
                     return self._take(ip, node)
                 free.append(ip)
-        prefix = pod_cidr_prefix(self.node_index(node))
+        prefix = pod_cidr_prefix(self.node_index(node), self.pod_network)
         host = self._next_host.get(node, self.FIRST_HOST)
         while host <= self.LAST_HOST:
             ip = f"{prefix}.{host}"

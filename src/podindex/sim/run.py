@@ -18,6 +18,7 @@ from pathlib import Path
 
 from podindex.sim.churn import Churn, populate
 from podindex.sim.cluster import FakeCluster
+from podindex.sim.ipam import DEFAULT_POD_NETWORK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--history-limit", type=int, default=10_000)
     parser.add_argument("--ready-file", type=Path, default=None, help="write the URL here when up")
     parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig here")
+    parser.add_argument(
+        "--pod-network",
+        default=DEFAULT_POD_NETWORK,
+        help="A.B.0.0/16 the pod ranges come from; 127.1.0.0/16 gives loopback pod IPs "
+        "(a local client binding one is that pod, e.g. to try /authz behind a proxy)",
+    )
     return parser
 
 
@@ -67,6 +74,7 @@ async def run_simulator(
     grace_scale: float = 0.01,
     history_limit: int = 10_000,
     stop: asyncio.Event | None = None,
+    pod_network: str = DEFAULT_POD_NETWORK,
 ) -> int:
     """Populate, serve and churn until SIGINT/SIGTERM (or ``stop`` is set); returns 0."""
     if token_file is not None:
@@ -82,6 +90,7 @@ async def run_simulator(
         bookmark_interval=bookmark_interval,
         grace_scale=grace_scale,
         history_limit=history_limit,
+        pod_network=pod_network,
     )
     if pods:
         populate(cluster, pods, seed=seed)
@@ -123,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bookmark_interval=args.bookmark_interval,
             grace_scale=args.grace_scale,
             history_limit=args.history_limit,
+            pod_network=args.pod_network,
         )
     )
 
