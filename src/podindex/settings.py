@@ -46,6 +46,9 @@ class Settings:
     """Watch the cluster; false serves only what agents push (a broker)."""
     ack_timeout: float = 5.0
     """Seconds a push waits for its write to the store before answering 503."""
+    # --- integrations (registered clusters) ---
+    secret_key_file: str | None = None
+    """A Fernet key that encrypts integration tokens at rest; without it none can be created."""
 
     @property
     def host(self) -> str:
