@@ -189,7 +189,7 @@ class Integrations:
     # --- changing --------------------------------------------------------------
 
     async def test(self, spec: Spec) -> Validation:
-        _check_spec(spec)
+        _check_spec(spec, named=False)
         return await self.validate(
             spec.endpoint, spec.ca_cert, spec.token, namespace=spec.namespace or None
         )
@@ -434,9 +434,9 @@ def replace_row(row: StoredIntegration, **changes: object) -> StoredIntegration:
     return msgspec.structs.replace(row, **changes)
 
 
-def _check_spec(spec: Spec) -> None:
+def _check_spec(spec: Spec, *, named: bool = True) -> None:
     """Input checks that need no network; each error names its field."""
-    if not spec.name.strip() or len(spec.name) > MAX_NAME:
+    if named and (not spec.name.strip() or len(spec.name) > MAX_NAME):
         raise IntegrationError(400, "invalid_name", f"name must be 1 to {MAX_NAME} characters")
     try:
         check_endpoint(spec.endpoint)

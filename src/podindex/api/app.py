@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podindex.api import attribution, broker, errors, openapi, podwatcher
+from podindex.api import attribution, broker, errors, integrations, openapi, podwatcher
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics
 from podindex.logs import configure_logging
@@ -60,6 +60,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *podwatcher.routes(service),
             *broker.routes(service),
             *attribution.routes(service),
+            *integrations.routes(service),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],

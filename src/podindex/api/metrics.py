@@ -61,6 +61,55 @@ class ServiceCollector(Collector):
         yield from families.values()
         yield synced
         yield from self._history()
+        yield from self._integrations()
+
+    def _integrations(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Per registered cluster: health (0 disconnected/pending, 1 degraded, 2 connected)."""
+        index = self.service.index
+        tracked = GaugeMetricFamily(
+            "podindex_pods_tracked",
+            "Pods in the index by cluster and namespace",
+            labels=["cluster", "namespace"],
+        )
+        by_namespace: dict[tuple[str, str], int] = {}
+        for record in index.pods.values():
+            pair = (record.key[0], record.namespace)
+            by_namespace[pair] = by_namespace.get(pair, 0) + 1
+        for (cluster, namespace), count in sorted(by_namespace.items()):
+            tracked.add_metric([cluster, namespace], count)
+        yield tracked
+        status = GaugeMetricFamily(
+            "podindex_integration_status",
+            "Connection status of a registered cluster (0 disconnected/pending, 1 degraded, "
+            "2 connected)",
+            labels=["cluster", "name"],
+        )
+        reconnects = CounterMetricFamily(
+            "podindex_watch_reconnections",
+            "Watch failures of a registered cluster after which its watchers reconnected",
+            labels=["cluster"],
+        )
+        failures = GaugeMetricFamily(
+            "podindex_integration_consecutive_failures",
+            "Failed list/watch attempts since the last success",
+            labels=["cluster"],
+        )
+        last_sync = GaugeMetricFamily(
+            "podindex_integration_last_sync_timestamp_seconds",
+            "Unix time of the last successful list or watch of a registered cluster (0: never)",
+            labels=["cluster"],
+        )
+        integrations = self.service.integrations
+        for cluster, monitor in sorted(integrations.monitors.items()):
+            row = integrations.rows.get(cluster)
+            status.add_metric([cluster, row.name if row else ""], monitor.value)
+            reconnects.add_metric([cluster], monitor.reconnects)
+            failures.add_metric([cluster], monitor.consecutive_failures)
+            last_sync.add_metric([cluster], monitor.last_sync or 0.0)
+        yield status
+        yield reconnects
+        yield failures
+        yield last_sync
 
     def _history(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         history = self.service.history
