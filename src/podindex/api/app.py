@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from podindex.api import attribution, broker, errors, integrations, openapi, podwatcher
 from podindex.api.lookup import ASGIApp, LookupFastPath
-from podindex.api.metrics import CONTENT_TYPE, Metrics
+from podindex.api.metrics import CONTENT_TYPE, Metrics, TimedRoutes
 from podindex.logs import configure_logging
 from podindex.service import Service
 from podindex.settings import Settings
@@ -71,7 +71,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
         },
         lifespan=lifespan,
     )
-    return LookupFastPath(app, service, metrics)
+    return LookupFastPath(TimedRoutes(app, metrics.latency), service, metrics)
 
 
 def app_from_env() -> ASGIApp:
