@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,11 +24,13 @@ import pytest
 from podindex.api.app import create_app
 from podindex.service import Service
 from podindex.settings import Settings
+from tests.auth import ADMIN_TOKEN, READER_TOKEN, bearer, standard_tokens
 
 
 @pytest.fixture
-async def service(store_url: str) -> AsyncIterator[Service]:
-    svc = Service(Settings(store=store_url, watch=False, grace_period=0.5))
+async def service(store_url: str, tmp_path: Path) -> AsyncIterator[Service]:
+    access = str(standard_tokens(tmp_path))
+    svc = Service(Settings(store=store_url, watch=False, grace_period=0.5, tokens_file=access))
     svc.history.flush_interval = 0.02
     task = asyncio.create_task(svc.run())
     try:
@@ -47,7 +50,9 @@ async def service(store_url: str) -> AsyncIterator[Service]:
 async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(service, run_background=False)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://podindex") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://podindex", headers=bearer(ADMIN_TOKEN)
+    ) as c:
         yield c
 
 
@@ -353,3 +358,30 @@ async def test_attribution_answers_the_same_after_a_restart(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        ({}, 401, "unauthenticated"),
+        (bearer("not-a-known-token"), 401, "unauthenticated"),
+        ({"Authorization": f"Basic {ADMIN_TOKEN}"}, 401, "unauthenticated"),
+        (bearer(READER_TOKEN), 403, "forbidden"),
+    ],
+)
+async def test_pushes_and_marks_need_the_admin_role(
+    service: Service, headers: dict[str, str], status: int, error: str
+) -> None:
+    app = create_app(service, run_background=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x", headers=headers) as c:
+        body = {"pod_name": "web-0", "pod_namespace": "team-a", "pod_ip": "10.1.0.9"}
+        for path in ("/pod/spec", "/pod/mark_dead"):
+            response = await c.post(path, json=body)
+            assert response.status_code == status, response.text
+            assert response.json()["error"] == error
+            if status == 401:
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        # Nothing changed: reads are open by default and find no such pod.
+        assert (await c.get("/pod/name/web-0")).status_code == 404
+    assert service.index.named("web-0") == []

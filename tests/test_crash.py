@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.auth import ADMIN_TOKEN, bearer, standard_tokens
 from tests.test_e2e_serve import start_podindex, stop, wait_ready
 
 AGENTS = 8
@@ -45,13 +47,17 @@ async def burst(base: str, acked: dict[str, dict[str, Any]], dead: set[str]) -> 
                 return  # killed
             i += 1
 
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=bearer(ADMIN_TOKEN)) as client:
         await asyncio.gather(*(agent(n, client) for n in range(AGENTS)))
 
 
 @pytest.mark.timeout(120)
-async def test_nothing_acknowledged_is_lost_to_a_kill_9(store_url: str) -> None:
-    env = {"PODINDEX_STORE": store_url, "PODINDEX_WATCH": "false"}
+async def test_nothing_acknowledged_is_lost_to_a_kill_9(store_url: str, tmp_path: Path) -> None:
+    env = {
+        "PODINDEX_STORE": store_url,
+        "PODINDEX_WATCH": "false",
+        "PODINDEX_TOKENS_FILE": str(standard_tokens(tmp_path)),
+    }
     process, base = start_podindex("serve", env=env)
     acked: dict[str, dict[str, Any]] = {}
     dead: set[str] = set()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,9 +29,14 @@ def free_port() -> int:
         return port
 
 
-async def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+async def wait_ready(
+    base: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 30.0,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, verify=verify) as client:
         while time.monotonic() < deadline:
             assert process.poll() is None, "podindex exited early"
             try:

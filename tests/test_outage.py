@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -20,6 +21,7 @@ import pytest
 from podindex.api.app import create_app
 from podindex.service import Service
 from podindex.settings import Settings
+from tests.auth import ADMIN_TOKEN, bearer, standard_tokens
 from tests.pg import admin_url, postgres_url
 
 
@@ -44,8 +46,10 @@ async def set_reachable(url: str, reachable: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def broker(url: str) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
-    service = Service(Settings(store=url, watch=False, ack_timeout=1.0))
+async def broker(url: str, access: Path) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    service = Service(
+        Settings(store=url, watch=False, ack_timeout=1.0, tokens_file=str(standard_tokens(access)))
+    )
     service.history.flush_interval = 0.02
     task = asyncio.create_task(service.run())
     try:
@@ -53,7 +57,9 @@ async def broker(url: str) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
             assert not task.done(), task
             await asyncio.sleep(0.02)
         transport = httpx.ASGITransport(app=create_app(service, run_background=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://podindex") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://podindex", headers=bearer(ADMIN_TOKEN)
+        ) as client:
             yield service, client
     finally:
         task.cancel()
@@ -71,8 +77,8 @@ def spec(i: int) -> dict[str, str]:
 
 
 @pytest.mark.timeout(90)
-async def test_an_outage_delays_history_but_loses_nothing(database: str) -> None:
-    async with broker(database) as (service, client):
+async def test_an_outage_delays_history_but_loses_nothing(database: str, tmp_path: Path) -> None:
+    async with broker(database, tmp_path) as (service, client):
         for i in range(5):
             assert (await client.post("/pod/spec", json=spec(i))).status_code == 200
         await set_reachable(database, False)
@@ -102,21 +108,24 @@ async def test_an_outage_delays_history_but_loses_nothing(database: str) -> None
             await asyncio.sleep(0.5)
         names = sorted(row["pod_name"] for row in info.json())
         assert names == sorted(f"p-{i}" for i in range(10)), "the changes made during the outage"
-    async with broker(database) as (_, client):
+    async with broker(database, tmp_path) as (_, client):
         restarted = await client.get("/pod", params={"ip": "10.7.0.10"})
         assert restarted.json()["name"] == "p-9", "and they survive a restart"
 
 
 @pytest.mark.timeout(30)
 async def test_an_unreachable_store_at_start_is_not_ready_and_never_shows_the_password(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     url = "postgresql://podindex:hunter2-secret@127.0.0.1:1/history"
-    service = Service(Settings(store=url, watch=False))
+    access = str(standard_tokens(tmp_path))
+    service = Service(Settings(store=url, watch=False, tokens_file=access))
     task = asyncio.create_task(service.run())
     try:
         transport = httpx.ASGITransport(app=create_app(service, run_background=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://podindex") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://podindex", headers=bearer(ADMIN_TOKEN)
+        ) as client:
             await asyncio.sleep(1.5)  # a first attempt and its logged failure
             ready = await client.get("/ready")
             assert ready.status_code == 503

@@ -47,6 +47,11 @@ _SERVE_FLAGS: dict[str, str] = {
     "retention": "how long dead pods stay in history, e.g. 7d, 12h (default 7d)",
     "watch": "false: watch no cluster, serve only what agents push (default true)",
     "ack_timeout": "seconds a push waits for the store before answering 503 (default 5)",
+    "tokens_file": "access file: API bearer tokens (SHA-256) and service-account roles; "
+    "without it nobody is admin (see `podindex token`)",
+    "lookup_access": "who may read the index: open or reader (default open)",
+    "tls_cert": "PEM certificate chain: serve HTTPS (with --tls-key)",
+    "tls_key": "PEM private key for --tls-cert",
 }
 
 
@@ -90,6 +95,8 @@ def _serve(settings: Settings) -> int:
         log_access=False,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
         websockets=True,
+        ssl_cert=Path(settings.tls_cert) if settings.tls_cert else None,
+        ssl_key=Path(settings.tls_key) if settings.tls_key else None,
     )
     server.serve()
     return 0
@@ -109,25 +116,55 @@ def check_access(settings: Settings) -> str | None:
     return None
 
 
+def check_tokens_file(settings: Settings) -> str | None:
+    """Read the access file once here, so a broken one stops ``serve`` with its message."""
+    from podindex.api.auth import AccessFile, AccessFileError
+
+    try:
+        AccessFile(settings.tokens_file)
+    except AccessFileError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    problem = check_access(settings) if settings.watch else None
+    problem = check_tokens_file(settings)
+    if problem is None and settings.watch:
+        problem = check_access(settings)
     if problem is not None:
         print(f"podindex: {problem}", file=sys.stderr)
         return 2
     watching = f"cluster '{settings.cluster_id}'" if settings.watch else "no cluster: a broker"
     print(
-        f"podindex {__version__}: serving on http://{settings.listen} ({watching}), "
+        f"podindex {__version__}: serving on {settings.scheme}://{settings.listen} ({watching}), "
         f"history in {redact(settings.store)}",
         file=sys.stderr,
     )
     return _serve(settings)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """A new API token: the token itself once, and the access-file entry (its hash) to add."""
+    from podindex.api.auth import new_token, token_digest
+
+    token = new_token()
+    print(f"token (give it to the caller; it is not stored anywhere): {token}", file=sys.stderr)
+    print("add to the access file (--tokens-file) under 'tokens:':", file=sys.stderr)
+    print(
+        f"  - {{name: {json.dumps(args.name)}, role: {args.role}, sha256: {token_digest(token)}}}"
+    )
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
     url = args.server.rstrip("/") + "/pod?" + urllib.parse.urlencode({"ip": args.ip})
+    request = urllib.request.Request(url)
+    token = os.environ.get("PODINDEX_API_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -279,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--server", default="http://127.0.0.1:8080", help="podindex URL")
     lookup.add_argument("--json", action="store_true", help="print the raw JSON answer")
     lookup.set_defaults(func=cmd_lookup)
+
+    token = commands.add_parser(
+        "token",
+        help="make an API token and print its access-file entry",
+        description="Prints the new token on stderr (once) and the access-file entry, which "
+        "holds only the token's SHA-256, on stdout. `podindex lookup` sends "
+        "$PODINDEX_API_TOKEN when it is set.",
+    )
+    token.add_argument("--name", required=True, help="who the token is for (shown in errors)")
+    token.add_argument("--role", choices=["reader", "admin"], default="reader")
+    token.set_defaults(func=cmd_token)
 
     # Parsed by the emulator itself (podindex.sim.run); listed here for --help.
     commands.add_parser(

@@ -44,6 +44,8 @@ class ObjectMeta(msgspec.Struct, gc=False):
 class Container(msgspec.Struct, gc=False):
     name: str = ""
     image: str = ""
+    restartPolicy: str | None = None
+    """Set only on init containers that are sidecars (``Always``)."""
 
 
 class PodSpec(msgspec.Struct, gc=False):
@@ -95,6 +97,12 @@ class ContainerStatus(msgspec.Struct, gc=False):
     lastState: ContainerState | None = None
 
 
+class PodCondition(msgspec.Struct, gc=False):
+    type: str = ""
+    status: str = ""
+    reason: str = ""
+
+
 class PodStatus(msgspec.Struct, gc=False):
     phase: str = ""
     reason: str = ""
@@ -105,6 +113,7 @@ class PodStatus(msgspec.Struct, gc=False):
     startTime: str | None = None
     containerStatuses: tuple[ContainerStatus, ...] | None = None
     initContainerStatuses: tuple[ContainerStatus, ...] | None = None
+    conditions: tuple[PodCondition, ...] | None = None
 
 
 class Pod(msgspec.Struct, gc=False):

@@ -46,6 +46,13 @@ class Settings:
     """Watch the cluster; false serves only what agents push (a broker)."""
     ack_timeout: float = 5.0
     """Seconds a push waits for its write to the store before answering 503."""
+    tokens_file: str | None = None
+    """The API's access file: bearer tokens (as SHA-256) and service-account roles."""
+    lookup_access: str = "open"
+    """Who may read the index: ``open`` (anyone who can connect) or ``reader``."""
+    tls_cert: str | None = None
+    """PEM certificate (chain) for serving HTTPS; with ``tls_key``."""
+    tls_key: str | None = None
     # --- integrations (registered clusters) ---
     secret_key_file: str | None = None
     """A Fernet key that encrypts integration tokens at rest; without it none can be created."""
@@ -105,6 +112,14 @@ class Settings:
             raise SettingsError("retention must be > 0")
         if self.ack_timeout <= 0:
             raise SettingsError("ack_timeout must be > 0 seconds")
+        if self.lookup_access not in ("open", "reader"):
+            raise SettingsError(f"lookup_access must be open or reader, got {self.lookup_access!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key go together: give both or neither")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
 
 def env_name(field_name: str) -> str:

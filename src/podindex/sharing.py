@@ -7,8 +7,8 @@ separately, each pod holds its own copies (~1.3 KB of 100k-pod RSS per pod).
 :class:`ValueSharing` hands out one shared object per distinct value. Shared
 objects are never mutated: index records are replaced, not edited.
 
-Container statuses are dropped: they are most of a pod's status, no lookup
-reads them, and keeping them would cost ~1.4 KB per pod.
+Container statuses and conditions are dropped: they are most of a pod's
+status, no lookup reads them, and keeping them would cost ~1.4 KB per pod.
 
 Pure: no I/O.
 """
@@ -38,7 +38,7 @@ class ValueSharing:
         self._owners: dict[
             tuple[tuple[str, str, str, str, bool], ...], tuple[OwnerReference, ...]
         ] = {}
-        self._containers: dict[tuple[tuple[str, str], ...], tuple[Container, ...]] = {}
+        self._containers: dict[tuple[tuple[str, str, str | None], ...], tuple[Container, ...]] = {}
         self._workloads: dict[tuple[object, ...], Workload] = {}
         self._prune_at = 4096
 
@@ -70,6 +70,7 @@ class ValueSharing:
             startTime=_intern_optional(status.startTime),
             containerStatuses=None,
             initContainerStatuses=None,
+            conditions=None,
         )
         self.prune_if_due()
         return KeptPod(metadata=kept_meta, spec=kept_spec, status=kept_status)
@@ -117,10 +118,13 @@ class ValueSharing:
     ) -> tuple[Container, ...] | None:
         if containers is None:
             return None
-        key = tuple((c.name, c.image) for c in containers)
+        key = tuple((c.name, c.image, c.restartPolicy) for c in containers)
         shared = self._containers.get(key)
         if shared is None:
-            shared = tuple(Container(name=sys.intern(n), image=sys.intern(i)) for n, i in key)
+            shared = tuple(
+                Container(name=sys.intern(n), image=sys.intern(i), restartPolicy=p)
+                for n, i, p in key
+            )
             self._containers[key] = shared
         return shared
 

@@ -19,8 +19,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podindex.api import attribution, broker, errors, integrations, openapi, podwatcher
+from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics, TimedRoutes
+from podindex.kube.errors import KubeError
+from podindex.kube.tokenreview import ReviewedUser, review_token
 from podindex.logs import configure_logging
 from podindex.service import Service
 from podindex.settings import Settings
@@ -30,7 +33,8 @@ log = logging.getLogger("podindex.api")
 
 def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
     """The whole API for ``service``; ``run_background=False`` leaves watchers to the caller."""
-    metrics = Metrics(service)
+    authenticator = authenticator_for(service)
+    metrics = Metrics(service, authenticator.outcomes)
     openapi_body = msgspec.json.encode(openapi.document())
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -61,7 +65,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *broker.routes(service),
             *attribution.routes(service),
             *integrations.routes(service),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],
         exception_handlers={
@@ -71,7 +75,25 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
         },
         lifespan=lifespan,
     )
-    return LookupFastPath(TimedRoutes(app, metrics.latency), service, metrics)
+    app.state.authenticator = authenticator
+    return LookupFastPath(TimedRoutes(app, metrics.latency), service, metrics, authenticator)
+
+
+def authenticator_for(service: Service) -> Authenticator:
+    """Tokens from the access file; service-account tokens reviewed by the watched cluster."""
+    settings = service.settings
+
+    async def review(token: str) -> ReviewedUser | None:
+        sync = service.clusters.get(settings.cluster_id)
+        if sync is None:
+            raise KubeError("no watched cluster to send TokenReviews to")
+        return await review_token(sync.client, token)
+
+    return Authenticator(
+        AccessFile(settings.tokens_file),
+        review,
+        lookups_open=settings.lookup_access == "open",
+    )
 
 
 def app_from_env() -> ASGIApp:

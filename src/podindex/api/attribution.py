@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podindex.addresses import normalise_ip
+from podindex.api.auth import guarded
 from podindex.api.bodies import decode_body
 from podindex.api.errors import ApiProblem
 from podindex.history import LeaseTimeline, parse_instant
@@ -136,4 +137,4 @@ def routes(service: Service) -> list[Route]:
         answer = attribute_all(body.pairs, wanted, service.history.leases.by_ip, grace)
         return Response(answer, media_type="application/json")
 
-    return [Route("/attribute", attribute, methods=["POST"])]
+    return [Route("/attribute", guarded(attribute), methods=["POST"])]

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from podindex.addresses import normalise_ip
 from podindex.answers import rfc3339
+from podindex.api.auth import Role, guarded
 from podindex.api.bodies import decode_body
 from podindex.api.errors import ApiProblem
 from podindex.history import agent_workload, holder_at, parse_instant
@@ -306,12 +307,12 @@ def routes(service: Service) -> list[Route]:
         return _json(msgspec.json.encode([broker_row(r) for r in rows]))
 
     return [
-        Route("/pod/spec", spec, methods=["POST"]),
-        Route("/pod/mark_dead", mark_dead, methods=["POST"]),
-        Route("/pod/info", info, methods=["GET"]),
-        Route("/pod/name/{name}", by_name, methods=["GET"]),
-        Route("/pod/ip/{ip}", by_ip, methods=["GET"]),
-        Route("/pod/list/{node}", on_node, methods=["GET"]),
+        Route("/pod/spec", guarded(spec, Role.ADMIN), methods=["POST"]),
+        Route("/pod/mark_dead", guarded(mark_dead, Role.ADMIN), methods=["POST"]),
+        Route("/pod/info", guarded(info), methods=["GET"]),
+        Route("/pod/name/{name}", guarded(by_name), methods=["GET"]),
+        Route("/pod/ip/{ip}", guarded(by_ip), methods=["GET"]),
+        Route("/pod/list/{node}", guarded(on_node), methods=["GET"]),
     ]
 
 

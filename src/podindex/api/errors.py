@@ -18,11 +18,14 @@ log = logging.getLogger("podindex.api")
 
 
 class ApiProblem(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
+        self.headers = headers
 
 
 def json_error(status: int, error: str, message: str) -> Response:
@@ -31,7 +34,10 @@ def json_error(status: int, error: str, message: str) -> Response:
 
 async def problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiProblem)
-    return json_error(exc.status, exc.error, exc.message)
+    response = json_error(exc.status, exc.error, exc.message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 
 from podindex.addresses import normalise_ip
 from podindex.answers import error_body
+from podindex.api.auth import Authenticator, Role
+from podindex.api.errors import ApiProblem
 from podindex.api.metrics import Metrics
 from podindex.index import NEVER
 from podindex.service import Service
@@ -74,12 +76,15 @@ def answer_ip(service: Service, raw: str | None, now: float | None = None) -> tu
 class LookupFastPath:
     """ASGI middleware: serve ``GET|HEAD /pod`` directly, pass everything else on."""
 
-    def __init__(self, app: ASGIApp, service: Service, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, service: Service, metrics: Metrics, authenticator: Authenticator
+    ) -> None:
         self.app = app
         self.service = service
         self.outcomes = metrics.lookup_outcomes
         self.observe = metrics.latency.observe
         """About 0.35 µs a lookup (timeit), about 1% of a request's cost at ~30k/s."""
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -94,16 +99,30 @@ class LookupFastPath:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status, body = answer_ip(self.service, ip_parameter(scope["query_string"]))
-        self.outcomes[status] += 1
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [_JSON, (b"content-length", b"%d" % len(body))],
-            }
-        )
+        headers = [_JSON]
+        if self.authenticator.lookup_role is Role.NONE:
+            status, body = answer_ip(self.service, ip_parameter(scope["query_string"]))
+            self.outcomes[status] += 1
+        else:
+            status, body, more = await self._checked(scope)
+            headers += more
+        headers.append((b"content-length", b"%d" % len(body)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(
             {"type": "http.response.body", "body": body if scope["method"] == "GET" else b""}
         )
         self.observe("/pod", time.perf_counter() - started)
+
+    async def _checked(self, scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The lookup for a caller that must be a reader (``--lookup-access reader``)."""
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
+        )
+        try:
+            await self.authenticator.check(authorization, Role.READER)
+        except ApiProblem as problem:
+            extra = [(k.lower().encode(), v.encode()) for k, v in (problem.headers or {}).items()]
+            return problem.status, error_body(problem.error, problem.message), extra
+        status, body = answer_ip(self.service, ip_parameter(scope["query_string"]))
+        self.outcomes[status] += 1
+        return status, body, []

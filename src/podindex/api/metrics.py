@@ -170,7 +170,7 @@ _OUTCOMES = {200: "found", 400: "bad_request", 404: "not_found", 409: "ambiguous
 
 
 class Metrics:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, auth_outcomes: dict[str, int] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServiceCollector(service))
         self.lookup_outcomes: dict[int, int] = dict.fromkeys(_OUTCOMES, 0)
@@ -179,6 +179,8 @@ class Metrics:
         self.registry.register(LookupCollector(self.lookup_outcomes))
         self.latency = RouteLatency()
         self.registry.register(self.latency)
+        if auth_outcomes is not None:
+            self.registry.register(AuthCollector(auth_outcomes))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -258,3 +260,18 @@ class TimedRoutes:
             route = scope.get("route")
             path = getattr(route, "path", None) if route is not None else None
             self.latency.observe(path or "unmatched", time.perf_counter() - started)
+
+
+class AuthCollector(Collector):
+    def __init__(self, outcomes: dict[str, int]) -> None:
+        self.outcomes = outcomes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "podindex_api_auth",
+            "Checks of API callers that needed a role, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in self.outcomes.items():
+            family.add_metric([outcome], count)
+        yield family

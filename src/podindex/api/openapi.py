@@ -225,113 +225,156 @@ def _struct_schemas() -> dict[str, Any]:
     return components
 
 
+_ADMIN_OPERATIONS = (("/pod/spec", "post"), ("/pod/mark_dead", "post"))
+_OPEN_PATHS = ("/health", "/ready", "/openapi.json")
+
+
+def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
+    """Bearer tokens: admin for what changes state; lookups open or reader (configured)."""
+    doc["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from the access file (--tokens-file) or a Kubernetes "
+            "service-account token (TokenReview). Lookups need none unless "
+            "--lookup-access reader; pushes and marks need the admin role.",
+        }
+    }
+    doc["security"] = [{}, {"bearer": []}]
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if path in _OPEN_PATHS:
+                operation["security"] = [{}]
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", _error("no token, or one nobody knows"))
+            if (path, method) in _ADMIN_OPERATIONS:
+                operation["security"] = [{"bearer": []}]
+                responses.setdefault("403", _error("the caller does not have the admin role"))
+            else:
+                responses.setdefault("403", _error("the caller has no role (reader-only lookups)"))
+    return doc
+
+
 def document() -> dict[str, Any]:
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "podindex", "version": __version__},
-        "paths": {
-            "/pod": {
-                "get": {
-                    "summary": "Who holds this IP now",
-                    "description": (
-                        "The pod holding the IP; a pod deleted within the grace period "
-                        "(state=terminated); or, for a node IP used only by hostNetwork "
-                        "pods, the node and those pods (state=node)."
-                    ),
-                    "parameters": [
-                        {
-                            "name": "ip",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string"},
-                            "description": "IPv4 or IPv6, any spelling",
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "A pod, or a node of hostNetwork pods",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "oneOf": [
-                                            {"$ref": "#/components/schemas/Pod"},
-                                            {"$ref": "#/components/schemas/NodeIP"},
-                                        ]
-                                    }
-                                }
-                            },
-                        },
-                        "400": _error("Missing or malformed ip"),
-                        "404": _error("No pod holds the IP"),
-                        "409": {"description": "Pods in several clusters hold the IP"},
-                        "503": _error("Initial sync not finished"),
-                    },
-                }
-            },
-            "/pods": {
-                "get": {
-                    "summary": "Pods, filtered",
-                    "parameters": [
-                        *(
+    return _with_security(
+        {
+            "openapi": "3.0.3",
+            "info": {"title": "podindex", "version": __version__},
+            "paths": {
+                "/pod": {
+                    "get": {
+                        "summary": "Who holds this IP now",
+                        "description": (
+                            "The pod holding the IP; a pod deleted within the grace period "
+                            "(state=terminated); or, for a node IP used only by hostNetwork "
+                            "pods, the node and those pods (state=node)."
+                        ),
+                        "parameters": [
                             {
-                                "name": n,
+                                "name": "ip",
+                                "in": "query",
+                                "required": True,
+                                "schema": {"type": "string"},
+                                "description": "IPv4 or IPv6, any spelling",
+                            }
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "A pod, or a node of hostNetwork pods",
+                                "content": {
+                                    "application/json": {
+                                        "schema": {
+                                            "oneOf": [
+                                                {"$ref": "#/components/schemas/Pod"},
+                                                {"$ref": "#/components/schemas/NodeIP"},
+                                            ]
+                                        }
+                                    }
+                                },
+                            },
+                            "400": _error("Missing or malformed ip"),
+                            "404": _error("No pod holds the IP"),
+                            "409": {"description": "Pods in several clusters hold the IP"},
+                            "503": _error("Initial sync not finished"),
+                        },
+                    }
+                },
+                "/pods": {
+                    "get": {
+                        "summary": "Pods, filtered",
+                        "parameters": [
+                            *(
+                                {
+                                    "name": n,
+                                    "in": "query",
+                                    "required": False,
+                                    "schema": {"type": "string"},
+                                }
+                                for n in (
+                                    "namespace",
+                                    "node",
+                                    "labelSelector",
+                                    "cluster",
+                                    "continue",
+                                )
+                            ),
+                            {
+                                "name": "limit",
                                 "in": "query",
                                 "required": False,
-                                "schema": {"type": "string"},
-                            }
-                            for n in ("namespace", "node", "labelSelector", "cluster", "continue")
-                        ),
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Matching pods ordered by namespace, name",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "count": {"type": "integer"},
-                                            "total": {"type": "integer"},
-                                            "continue": {"type": "string", "nullable": True},
-                                            "items": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Pod"},
-                                            },
-                                        },
-                                    }
-                                }
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                             },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "Matching pods ordered by namespace, name",
+                                "content": {
+                                    "application/json": {
+                                        "schema": {
+                                            "type": "object",
+                                            "properties": {
+                                                "count": {"type": "integer"},
+                                                "total": {"type": "integer"},
+                                                "continue": {"type": "string", "nullable": True},
+                                                "items": {
+                                                    "type": "array",
+                                                    "items": {"$ref": "#/components/schemas/Pod"},
+                                                },
+                                            },
+                                        }
+                                    }
+                                },
+                            },
+                            "400": _error(
+                                "Unknown parameter, bad label selector, limit or continue"
+                            ),
+                            "503": _error("Initial sync not finished"),
                         },
-                        "400": _error("Unknown parameter, bad label selector, limit or continue"),
-                        "503": _error("Initial sync not finished"),
-                    },
-                }
+                    }
+                },
+                "/health": {
+                    "get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}
+                },
+                "/ready": {
+                    "get": {
+                        "summary": "Every cluster finished its initial sync",
+                        "responses": {
+                            "200": {"description": "ready"},
+                            "503": {"description": "not ready"},
+                        },
+                    }
+                },
+                "/metrics": {
+                    "get": {
+                        "summary": "Prometheus metrics",
+                        "responses": {"200": {"description": "ok"}},
+                    }
+                },
+                **_broker_paths(),
             },
-            "/health": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
-            "/ready": {
-                "get": {
-                    "summary": "Every cluster finished its initial sync",
-                    "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "not ready"},
-                    },
-                }
+            "components": {
+                "schemas": {"Error": _ERROR, "Pod": _POD, "NodeIP": _NODE, **_struct_schemas()}
             },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "ok"}},
-                }
-            },
-            **_broker_paths(),
-        },
-        "components": {
-            "schemas": {"Error": _ERROR, "Pod": _POD, "NodeIP": _NODE, **_struct_schemas()}
-        },
-    }
+        }
+    )

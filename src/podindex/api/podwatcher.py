@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podindex.api.auth import guarded
 from podindex.api.errors import ApiProblem
 from podindex.api.lookup import answer_ip
 from podindex.index import PodRecord
@@ -138,8 +139,8 @@ def routes(service: Service) -> list[Route]:
         return _json(body, 200 if service.ready else 503)
 
     return [
-        Route("/pod", pod, methods=["GET"]),
-        Route("/pods", pods, methods=["GET"]),
+        Route("/pod", guarded(pod), methods=["GET"]),
+        Route("/pods", guarded(pods), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
     ]

@@ -176,6 +176,17 @@ class KubeClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(f"GET {path}: {exc!r}") from exc
 
+    async def post(self, path: str, body: bytes) -> bytes:
+        """POST a JSON object (a create); the answer's body, whatever its 2xx status."""
+        timeout = aiohttp.ClientTimeout(
+            total=self._request_timeout, sock_connect=self._connect_timeout
+        )
+        try:
+            async with self._request("POST", path, {}, JSON, timeout, body) as response:
+                return await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"POST {path}: {exc!r}") from exc
+
     async def list_page(
         self, resource: Resource, namespace: str | None, params: Mapping[str, str]
     ) -> bytes:

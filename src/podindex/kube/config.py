@@ -250,7 +250,7 @@ def kubeconfig_cluster(text: str, context: str | None) -> KubeconfigCluster:
     """
     import base64
 
-    import yaml  # type: ignore[import-untyped]
+    import yaml
 
     try:
         document = yaml.safe_load(text)

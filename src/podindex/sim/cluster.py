@@ -175,6 +175,9 @@ class FakeCluster:
         too_large_wait: float = 3.0,
     ) -> None:
         self.token = token
+        self.service_account_tokens: dict[str, JSON] = {}
+        """Tokens a TokenReview accepts, with the user each authenticates as."""
+        self.token_reviews_allowed = True
         self.tls = tls
         self.bookmark_interval = bookmark_interval
         self.grace_scale = grace_scale
@@ -898,6 +901,20 @@ class FakeCluster:
     def ca_file(self) -> str | None:
         """Path of a file holding :attr:`ca_pem` (None without TLS)."""
         return str(self._tls_material.ca_file) if self._tls_material else None
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A new token that TokenReview accepts as ``system:serviceaccount:<ns>:<name>``."""
+        token = "sa-" + secrets.token_urlsafe(24)
+        self.service_account_tokens[token] = {
+            "username": f"system:serviceaccount:{namespace}:{name}",
+            "uid": str(uuid.uuid4()),
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+            ],
+        }
+        return token
 
     def kubeconfig(self, context: str = "sim") -> JSON:
         cluster: JSON = {"server": self.url}

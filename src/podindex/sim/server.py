@@ -112,6 +112,9 @@ class Route:
     name: str | None
 
 
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+
+
 def parse_route(path: str) -> Route | None:
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api":
@@ -304,6 +307,8 @@ class SimServer:
                 return await self._send(request, 200, [_encode(API_GROUPS) + b"\n"])
             if path in RESOURCE_LISTS:
                 return await self._send(request, 200, [RESOURCE_LISTS[path]])
+        if request.method == "POST" and path == TOKEN_REVIEWS:
+            return await self._token_review(request)
         route = parse_route(path)
         if route is None:
             if path.startswith(("/api/", "/apis/")) or path in ("/api", "/apis"):
@@ -327,6 +332,40 @@ class SimServer:
         if request.method == "DELETE" and route.name is not None:
             return await self._delete(request, route)
         raise HttpError(st.method_not_allowed())
+
+    async def _token_review(self, request: web.Request) -> web.StreamResponse:
+        """Create a TokenReview: 201 with the spec echoed back (token included, as the real
+        server does) and ``status`` saying whom the token authenticates."""
+        if not self.cluster.token_reviews_allowed:
+            raise HttpError(
+                st.status(
+                    403,
+                    "Forbidden",
+                    'tokenreviews.authentication.k8s.io is forbidden: User "podindex" cannot '
+                    'create resource "tokenreviews" in API group "authentication.k8s.io" at '
+                    "the cluster scope",
+                    details={"group": "authentication.k8s.io", "kind": "tokenreviews"},
+                )
+            )
+        try:
+            review = json.loads(await request.read())
+            token = review["spec"]["token"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HttpError(st.bad_request(f"invalid TokenReview: {exc}")) from None
+        user = self.cluster.service_account_tokens.get(token)
+        status: dict[str, Any] = (
+            {"authenticated": True, "user": user, "audiences": ["https://kubernetes.default.svc"]}
+            if user is not None
+            else {"user": {}, "error": "[invalid bearer token, service account token is not valid]"}
+        )
+        body = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": {"token": token},
+            "status": status,
+        }
+        return await self._send(request, 201, [_encode(body) + b"\n"])
 
     def _api_versions(self) -> bytes:
         return (
