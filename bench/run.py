@@ -20,6 +20,7 @@ BENCHMARKS = {
     "http": ["bench_http.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
     "interfaces": ["bench_interfaces.py", "--runs", "2", "--duration", "5"],
     "history": ["bench_history.py", "--pods", "100000", "--runs", "3"],
+    "dashboard": ["bench_dashboard.py", "--pods", "100000", "--requests", "200", "--runs", "3"],
 }
 
 

@@ -314,3 +314,31 @@ def test_serve_stops_on_a_broken_access_file(
     assert main(["serve", "--tokens-file", str(broken), "--watch", "false"]) == 2
     err = capsys.readouterr().err
     assert "tokens[0]" in err and "access.yaml" in err
+
+
+async def test_a_grant_can_be_limited_to_namespaces(tmp_path: Path) -> None:
+    (tmp_path / "access.yaml").write_text(
+        f"tokens:\n  - {{name: team-a-ci, role: admin, namespaces: [team-a], "
+        f"sha256: {token_digest('scoped')}}}\n"
+        "serviceAccounts:\n"
+        "  - {group: 'system:serviceaccounts:ops', role: reader, namespaces: [ops]}\n"
+        "  - {user: 'system:serviceaccount:ops:deployer', role: reader, namespaces: [web]}\n"
+    )
+    auth = Authenticator(
+        AccessFile(str(tmp_path / "access.yaml")),
+        Reviews({"deployer": sa_user("ops", "deployer")}),
+    )
+    scoped = await auth.check("Bearer scoped", Role.ADMIN, "team-a")
+    assert scoped.may_see("team-a") and not scoped.may_see("team-b")
+    with pytest.raises(ApiProblem) as caught:
+        await auth.check("Bearer scoped", Role.READER, "team-b")
+    assert caught.value.status == 403 and "only in team-a" in caught.value.message
+    deployer = await auth.check("Bearer deployer", Role.READER, "web")
+    assert deployer.namespaces == frozenset({"ops", "web"}), "the union of matching grants"
+
+
+def test_namespaces_must_be_a_list_of_names() -> None:
+    with pytest.raises(AccessFileError, match=r"tokens\[0\]: 'namespaces' must be"):
+        parse_access(
+            f"tokens:\n  - {{name: a, role: admin, namespaces: team-a, sha256: {DIGEST}}}\n", "f"
+        )

@@ -17,6 +17,8 @@ import pytest
 from podindex.addresses import normalise_ip
 from podindex.index import Index
 from podindex.model import (
+    ContainerState,
+    ContainerStatus,
     ObjectMeta,
     OwnerRecord,
     OwnerReference,
@@ -27,6 +29,8 @@ from podindex.model import (
     PodSpec,
     PodStatus,
     RawWatchEvent,
+    StateTerminated,
+    StateWaiting,
 )
 from podindex.selectors import parse_selector
 from tests.recordings import RECORDINGS
@@ -974,3 +978,34 @@ def test_forgetting_a_cluster_drops_its_pods_and_grace_entries_only() -> None:
     assert index.lookup_ip("10.244.1.62", T0 + 2) is None
     assert live(index, "10.244.1.60", T0 + 2)["uid"] == "uid-a"
     assert [(c.record.key, c.dead) for c in index.changes] == [((C2, "uid-b"), True)]
+
+
+def test_kubectl_columns_follow_status_only_events_without_a_history_change() -> None:
+    index = Index()
+    index.changes = []
+    pod = web1()
+    index.upsert_pod("c1", pod, T0)
+    record = index.get("c1", pod.metadata.uid)
+    assert record is not None
+    before = index.sharing.display(record.pod)
+    assert len(index.changes) == 1
+
+    crashed = changed(pod, rv=int(pod.metadata.resourceVersion) + 1)
+    crashed.status.containerStatuses = (
+        ContainerStatus(
+            name=before.containers[0][0],
+            ready=False,
+            restartCount=4,
+            state=ContainerState(waiting=StateWaiting(reason="CrashLoopBackOff")),
+            lastState=ContainerState(
+                terminated=StateTerminated(exitCode=1, finishedAt="2026-11-23T12:00:00Z")
+            ),
+        ),
+    )
+    index.upsert_pod("c1", crashed, T0 + 1)
+    after = index.get("c1", pod.metadata.uid)
+    assert after is not None and after.body is record.body, "the lookup answer is unchanged"
+    display = index.sharing.display(after.pod)
+    assert (display.status, display.restarts, display.ready) == ("CrashLoopBackOff", 4, "0/1")
+    assert display.last_restart == "2026-11-23T12:00:00Z"
+    assert len(index.changes) == 1, "no history write for a readiness change"

@@ -467,6 +467,55 @@ class IndexMachine(RuleBasedStateMachine):
             keys(index.select(cluster="c2", namespace="ns-a", selector=parse_selector("k"))) == want
         )
 
+    @invariant()
+    def same_listing(self) -> None:
+        """The dashboard's listing: newest first with a stable tie-break, every pod once,
+        filters agreeing with a brute-force pass over the model."""
+        index, model = self.index, self.model
+        for cluster in ("c1", "c2"):
+            pods = {k: s.pod for k, s in model.pods.items() if k[0] == cluster}
+
+            def newest_first(
+                k: tuple[str, str], pods: dict[tuple[str, str], Pod] = pods
+            ) -> tuple[str, str, str, str]:
+                meta = pods[k].metadata
+                return (
+                    "".join(
+                        chr(ord("9") - ord(c) + ord("0")) if c.isdigit() else c
+                        for c in meta.creationTimestamp or ""
+                    ),
+                    meta.namespace,
+                    meta.name,
+                    k[1],
+                )
+
+            want = sorted(pods, key=newest_first)
+            total, page = index.listing.query(cluster, start=0, stop=len(want) + 1)
+            assert (total, page) == (len(want), want)
+            if len(want) > 2:
+                assert index.listing.query(cluster, start=1, stop=3) == (len(want), want[1:3])
+            for term in ("a", "node-b", "10."):
+                searched = [
+                    k
+                    for k in want
+                    if any(
+                        term in text
+                        for text in (
+                            pods[k].metadata.name,
+                            pods[k].metadata.namespace,
+                            pods[k].spec.nodeName,
+                            pods[k].status.podIP,
+                            *index.pods[k].ips,
+                        )
+                    )
+                ]
+                found = index.listing.query(cluster, search=term, stop=1000)
+                assert found == (len(searched), searched)
+            for status in {index.sharing.display(p).status for p in pods.values()}:
+                have = [k for k in want if index.sharing.display(pods[k]).status == status]
+                assert index.listing.query(cluster, status=status, stop=1000) == (len(have), have)
+        assert len(index.listing) == len(model.pods)
+
 
 IndexMachine.TestCase.settings = settings(
     max_examples=400,

@@ -41,9 +41,10 @@ import msgspec
 from podindex import answers
 from podindex.addresses import normalise_ip
 from podindex.identity import controller_of, resolve_workload
+from podindex.listing import Listing
 from podindex.model import ObjectMeta, OwnerRecord, Pod, PodKey, Workload
 from podindex.selectors import Selector
-from podindex.sharing import ValueSharing, kept_status_equal
+from podindex.sharing import KeptPod, ValueSharing, kept_status_equal
 
 HOLDING_PHASES: Final = frozenset({"Pending", "Running", ""})
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
@@ -192,6 +193,8 @@ class Index:
         self._by_label: dict[tuple[str, str], set[PodKey]] = {}
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
         self.sharing = ValueSharing()
+        self.listing = Listing()
+        """The dashboard's newest-first, by-status, searchable view of the same pods."""
         """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
         self._dead: dict[PodKey, tuple[float, int | None]] = {}
         """Deleted uid -> (forget after, resourceVersion at deletion)."""
@@ -393,6 +396,22 @@ class Index:
         workload: WorkloadKey | None = None,
     ) -> list[PodRecord]:
         """Pods matching every given filter, ordered by (namespace, name, cluster, uid)."""
+        found = self.matching(
+            cluster=cluster, namespace=namespace, node=node, selector=selector, workload=workload
+        )
+        found.sort(key=PodRecord.order)
+        return found
+
+    def matching(
+        self,
+        *,
+        cluster: str | None = None,
+        namespace: str | None = None,
+        node: str | None = None,
+        selector: Selector | None = None,
+        workload: WorkloadKey | None = None,
+    ) -> list[PodRecord]:
+        """Pods matching every given filter, in no particular order (from the smallest table)."""
         candidates: list[set[PodKey]] = []
         if namespace is not None:
             candidates.append(self._by_namespace.get(namespace, set()))
@@ -402,21 +421,22 @@ class Index:
             candidates.append(self._by_workload.get(workload, set()))
         if selector is not None:
             candidates.extend(self._by_label.get(pair, set()) for pair in selector.equalities())
-        keys: Iterable[PodKey]
         if candidates:
             smallest = min(candidates, key=len)
-            keys = [k for k in smallest if all(k in c for c in candidates if c is not smallest)]
+            keys: Iterable[PodKey] = [
+                k for k in smallest if all(k in c for c in candidates if c is not smallest)
+            ]
+            records: Iterable[PodRecord] = map(self.pods.__getitem__, keys)
         else:
-            keys = self.pods
-        records = (self.pods[k] for k in keys)
-        found = [
+            records = self.pods.values()
+        if cluster is None and selector is None:
+            return list(records)
+        return [
             r
             for r in records
             if (cluster is None or r.key[0] == cluster)
             and (selector is None or selector.matches(r.pod.metadata.labels))
         ]
-        found.sort(key=PodRecord.order)
-        return found
 
     def clusters(self) -> set[str]:
         return {k[0] for k in self.pods}
@@ -457,7 +477,12 @@ class Index:
             and (workload is None or workload == old.workload)
             and _same_but_version(old.pod, pod)
         ):
-            return msgspec.structs.replace(old, seq=seq, resource_version=version)
+            # Readiness and restarts change no answer, only kubectl's columns.
+            display = self.sharing.display(pod)
+            kept = old.pod
+            if isinstance(kept, KeptPod) and kept.display is not display:
+                kept = msgspec.structs.replace(kept, display=display)
+            return msgspec.structs.replace(old, pod=kept, seq=seq, resource_version=version)
         pod = self.sharing.pod(pod)
         if workload is None:
             workload = self._workload(pod.metadata, key[0])
@@ -490,6 +515,7 @@ class Index:
         else:
             seq = old.seq
         record = self._make_record(key, pod, seq, source, old, workload)
+        self.listing.put(key, record.pod, record.ips)
         if old is not None and record.body is old.body:
             # Same answer, same keys: every table already points at this pod's key.
             self.pods[key] = record
@@ -593,6 +619,7 @@ class Index:
         )
         self._unlink(record, None, now, released_as=final if release else None)
         del self.pods[record.key]
+        self.listing.remove(record.key)
         if self.changes is not None and final is not None:
             self.changes.append(Change(final, now, True, False, bool(record.ips)))
 

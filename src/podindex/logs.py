@@ -22,6 +22,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        details = getattr(record, "audit", None)
+        if details is not None:
+            # An audit line: who did what, to what, with what result, as fields.
+            entry["audit"] = details
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()

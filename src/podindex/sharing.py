@@ -21,6 +21,7 @@ from typing import TypeVar
 import msgspec
 
 from podindex.model import Container, OwnerReference, Pod, PodStatus, Workload
+from podindex.status import DisplayStatus, display_status
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -28,6 +29,9 @@ _V = TypeVar("_V")
 
 class KeptPod(Pod, gc=False):
     """A pod in the form the index keeps; :meth:`ValueSharing.pod` passes one through."""
+
+    display: DisplayStatus | None = None
+    """kubectl's READY/STATUS/RESTARTS, computed before the container statuses were dropped."""
 
 
 class ValueSharing:
@@ -40,6 +44,7 @@ class ValueSharing:
         ] = {}
         self._containers: dict[tuple[tuple[str, str, str | None], ...], tuple[Container, ...]] = {}
         self._workloads: dict[tuple[object, ...], Workload] = {}
+        self._displays: dict[tuple[object, ...], DisplayStatus] = {}
         self._prune_at = 4096
 
     def pod(self, pod: Pod) -> Pod:
@@ -72,8 +77,17 @@ class ValueSharing:
             initContainerStatuses=None,
             conditions=None,
         )
+        display = self.display(pod)
         self.prune_if_due()
-        return KeptPod(metadata=kept_meta, spec=kept_spec, status=kept_status)
+        return KeptPod(metadata=kept_meta, spec=kept_spec, status=kept_status, display=display)
+
+    def display(self, pod: Pod) -> DisplayStatus:
+        """kubectl's columns for ``pod``, one shared instance per distinct value (most
+        running pods of a workload read the same); a kept pod's own, as computed."""
+        if isinstance(pod, KeptPod) and pod.display is not None:
+            return pod.display
+        computed = display_status(pod)
+        return self._displays.setdefault(computed.key(), computed)
 
     def workload(self, workload: Workload) -> Workload:
         """The shared instance equal to ``workload`` (a Deployment's pods share one)."""
@@ -134,10 +148,17 @@ class ValueSharing:
         _prune(self._owners)
         _prune(self._containers)
         _prune(self._workloads)
+        _prune(self._displays)
         self._prune_at = max(4096, 2 * len(self))
 
     def __len__(self) -> int:
-        return len(self._maps) + len(self._owners) + len(self._containers) + len(self._workloads)
+        return (
+            len(self._maps)
+            + len(self._owners)
+            + len(self._containers)
+            + len(self._workloads)
+            + len(self._displays)
+        )
 
 
 _EMPTY: dict[str, str] = {}

@@ -29,6 +29,12 @@ class DisplayStatus(msgspec.Struct, frozen=True, gc=False):
     restarts: int
     last_restart: str | None
     """When the most recent counted restart's container ended (RFC 3339), if known."""
+    containers: tuple[tuple[str, bool, int], ...] = ()
+    """(name, ready, restartCount) of each app container that reports a status."""
+
+    def key(self) -> tuple[object, ...]:
+        """Plain values equal for equal displays (for sharing one instance among pods)."""
+        return (self.ready, self.status, self.restarts, self.last_restart, self.containers)
 
 
 def display_status(pod: Pod) -> DisplayStatus:
@@ -103,7 +109,8 @@ def display_status(pod: Pod) -> DisplayStatus:
             reason = "Unknown"
         elif status.phase not in _TERMINAL:
             reason = "Terminating"
-    return DisplayStatus(f"{ready}/{total}", reason, restarts, last_restart or None)
+    containers = tuple((c.name, c.ready, c.restartCount) for c in status.containerStatuses or ())
+    return DisplayStatus(f"{ready}/{total}", reason, restarts, last_restart or None, containers)
 
 
 def _sidecar(container: Container | None) -> bool:

@@ -18,7 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podindex.api import attribution, broker, errors, integrations, openapi, podwatcher
+from podindex.api import (
+    attribution,
+    broker,
+    dashboard,
+    errors,
+    integrations,
+    openapi,
+    podwatcher,
+)
 from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics, TimedRoutes
@@ -65,6 +73,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *broker.routes(service),
             *attribution.routes(service),
             *integrations.routes(service),
+            *dashboard.routes(service),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],

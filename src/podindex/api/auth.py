@@ -61,6 +61,11 @@ class Principal:
     role: Role
     via: str
     """``token`` (the access file), ``serviceaccount`` (TokenReview) or ``anonymous``."""
+    namespaces: frozenset[str] | None = None
+    """The namespaces the role holds in; None: every namespace."""
+
+    def may_see(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
 
 
 ANONYMOUS = Principal("anonymous", Role.NONE, "anonymous")
@@ -83,18 +88,31 @@ def new_token() -> str:
 class AccessRules:
     tokens: dict[str, Principal] = field(default_factory=dict)
     """Principal by the SHA-256 (hex) of its token."""
-    users: dict[str, Role] = field(default_factory=dict)
-    groups: dict[str, Role] = field(default_factory=dict)
+    users: dict[str, Grant] = field(default_factory=dict)
+    groups: dict[str, Grant] = field(default_factory=dict)
 
     @property
     def reviews_tokens(self) -> bool:
         return bool(self.users or self.groups)
 
-    def role_of(self, user: ReviewedUser) -> Role:
-        """The highest role any rule grants this reviewed user (NONE when none matches)."""
-        roles = [self.users.get(user.username, Role.NONE)]
-        roles += [self.groups.get(group, Role.NONE) for group in user.groups]
-        return max(roles)
+    def principal_of(self, user: ReviewedUser) -> Principal:
+        """The reviewed user with what its rules grant: the highest role among the rules
+        that match (NONE when none does), in the union of their namespaces."""
+        grants = [self.users.get(user.username)]
+        grants += [self.groups.get(group) for group in user.groups]
+        matched = [g for g in grants if g is not None]
+        role = max((g.role for g in matched), default=Role.NONE)
+        namespaces: frozenset[str] | None = frozenset()
+        for grant in matched:
+            if grant.role == role and namespaces is not None:
+                namespaces = None if grant.namespaces is None else namespaces | grant.namespaces
+        return Principal(user.username, role, "serviceaccount", namespaces)
+
+
+@dataclass(frozen=True)
+class Grant:
+    role: Role
+    namespaces: frozenset[str] | None = None
 
 
 _ROLES = {"reader": Role.READER, "admin": Role.ADMIN}
@@ -129,15 +147,32 @@ def parse_access(text: str, source: str) -> AccessRules:
             raise AccessFileError(f"{where}: sha256 must be 64 hex digits (`podindex token`)")
         if digest in rules.tokens:
             raise AccessFileError(f"{where}: the same token is listed twice")
-        rules.tokens[digest] = Principal(name, _role(entry, where), "token")
+        rules.tokens[digest] = Principal(
+            name, _role(entry, where), "token", _namespaces(entry, where)
+        )
     for i, entry in enumerate(_entries(data, "serviceAccounts", source)):
         where = f"{source}: serviceAccounts[{i}]"
         kinds = [k for k in ("user", "group") if k in entry]
         if len(kinds) != 1:
             raise AccessFileError(f"{where}: give exactly one of 'user' or 'group'")
         table = rules.users if kinds[0] == "user" else rules.groups
-        table[_text(entry, kinds[0], where)] = _role(entry, where)
+        grant = Grant(_role(entry, where), _namespaces(entry, where))
+        table[_text(entry, kinds[0], where)] = grant
     return rules
+
+
+def _namespaces(entry: dict[str, Any], where: str) -> frozenset[str] | None:
+    """The optional ``namespaces`` list scoping a grant; absent means every namespace."""
+    if "namespaces" not in entry:
+        return None
+    value = entry["namespaces"]
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(n, str) and n.strip() for n in value)
+    ):
+        raise AccessFileError(f"{where}: 'namespaces' must be a non-empty list of names")
+    return frozenset(n.strip() for n in value)
 
 
 def _entries(data: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:
@@ -234,8 +269,11 @@ class Authenticator:
         self._reviewed: dict[str, tuple[float, Principal | None]] = {}
         self.outcomes: dict[str, int] = dict.fromkeys(_OUTCOMES, 0)
 
-    async def check(self, authorization: str | None, role: Role) -> Principal:
-        """The caller, if it holds ``role``; otherwise raise the 401/403/503 ApiProblem."""
+    async def check(
+        self, authorization: str | None, role: Role, namespace: str | None = None
+    ) -> Principal:
+        """The caller, if it holds ``role`` (in ``namespace``, when one is named);
+        otherwise raise the 401/403/503 ApiProblem."""
         if role is Role.NONE:
             return ANONYMOUS
         token = _bearer(authorization)
@@ -260,6 +298,14 @@ class Authenticator:
                 "forbidden",
                 f"{principal.name} has role {principal.role.name.lower()}; "
                 f"this needs {role.name.lower()}",
+            )
+        if namespace is not None and not principal.may_see(namespace):
+            self.outcomes["forbidden"] += 1
+            raise ApiProblem(
+                403,
+                "forbidden",
+                f"{principal.name} has role {principal.role.name.lower()} only in "
+                f"{', '.join(sorted(principal.namespaces or ()))}, not in {namespace}",
             )
         self.outcomes["allowed"] += 1
         return principal
@@ -299,7 +345,7 @@ class Authenticator:
             ) from None
         if user is None:
             return None
-        return Principal(user.username, rules.role_of(user), "serviceaccount")
+        return rules.principal_of(user)
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -312,10 +358,11 @@ def _bearer(authorization: str | None) -> str | None:
     return token
 
 
-async def require(request: Request, role: Role) -> Principal:
-    """The caller of ``request`` if it holds ``role``; raises the 401/403 ApiProblem."""
+async def require(request: Request, role: Role, namespace: str | None = None) -> Principal:
+    """The caller of ``request`` if it holds ``role`` (in ``namespace``, when one is
+    named); raises the 401/403 ApiProblem."""
     authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.check(request.headers.get("authorization"), role)
+    return await authenticator.check(request.headers.get("authorization"), role, namespace)
 
 
 async def require_lookup(request: Request) -> Principal:

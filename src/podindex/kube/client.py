@@ -178,14 +178,21 @@ class KubeClient:
 
     async def post(self, path: str, body: bytes) -> bytes:
         """POST a JSON object (a create); the answer's body, whatever its 2xx status."""
+        return await self._send("POST", path, body)
+
+    async def delete(self, path: str, body: bytes) -> bytes:
+        """DELETE with a JSON DeleteOptions body; the answer's body (the object, or a Status)."""
+        return await self._send("DELETE", path, body)
+
+    async def _send(self, method: str, path: str, body: bytes) -> bytes:
         timeout = aiohttp.ClientTimeout(
             total=self._request_timeout, sock_connect=self._connect_timeout
         )
         try:
-            async with self._request("POST", path, {}, JSON, timeout, body) as response:
+            async with self._request(method, path, {}, JSON, timeout, body) as response:
                 return await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(f"POST {path}: {exc!r}") from exc
+            raise TransportError(f"{method} {path}: {exc!r}") from exc
 
     async def list_page(
         self, resource: Resource, namespace: str | None, params: Mapping[str, str]

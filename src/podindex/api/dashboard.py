@@ -1,0 +1,294 @@
+"""The dashboard Pod API (``seeds/dashboard-pod-api.md``): ``/api/clusters/{cluster}/…``.
+
+Every answer is the document's envelope, ``{"code", "message", "data"}``,
+with ``code`` equal to the HTTP status, errors included.
+
+- The list is answered from the index: its tables (namespace, node, labels)
+  and its listing (:mod:`podindex.listing`: newest-first order, pods by
+  kubectl STATUS, search text); only the page is converted to JSON. Newest
+  first (creation time), ties broken by namespace, name and uid so pages
+  are stable.
+- The detail is read from the cluster's API server: it must be current and
+  complete (conditions, container states, volumes, resources), which the
+  index does not keep for every pod; the index answers 404 without asking.
+- Delete goes to the API server with the uid the index knows as a
+  precondition, so a same-name successor is never deleted by mistake; each
+  attempt is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from podindex.api.auth import Principal, Role, require
+from podindex.api.errors import ApiProblem
+from podindex.cluster import ClusterSync
+from podindex.index import PodRecord
+from podindex.kube.client import PODS
+from podindex.kube.errors import ApiError, KubeError
+from podindex.selectors import SelectorError, parse_selector
+from podindex.service import Service
+from podindex.sharing import KeptPod
+from podindex.status import DisplayStatus, display_status
+
+log = logging.getLogger("podindex.dashboard")
+audit = logging.getLogger("podindex.audit")
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 500
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no", "")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def envelope(data: Any, message: str = "success", code: int = 200) -> Response:
+    body = msgspec.json.encode({"code": code, "message": message, "data": data})
+    return Response(body, status_code=code, media_type="application/json")
+
+
+def enveloped(endpoint: Endpoint) -> Endpoint:
+    """Errors in the document's envelope too (auth's 401/403 included)."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ApiProblem as problem:
+            response = envelope(None, problem.message, problem.status)
+            response.headers.update(problem.headers or {})
+            return response
+
+    return wrapped
+
+
+def _display(record: PodRecord) -> DisplayStatus:
+    pod = record.pod
+    if isinstance(pod, KeptPod) and pod.display is not None:
+        return pod.display
+    return display_status(pod)
+
+
+def list_item(record: PodRecord) -> dict[str, Any]:
+    """A list item as the document has it (plus cluster, uid, ready and ips)."""
+    pod, display = record.pod, _display(record)
+    states = {name: (ready, count) for name, ready, count in display.containers}
+    return {
+        "name": pod.metadata.name,
+        "namespace": pod.metadata.namespace,
+        "uid": pod.metadata.uid,
+        "cluster": record.cluster,
+        "status": display.status,
+        "phase": pod.status.phase,
+        "ready": display.ready,
+        "nodeName": pod.spec.nodeName,
+        "podIP": pod.status.podIP,
+        "podIPs": [p.ip for p in pod.status.podIPs or ()],
+        "hostIP": pod.status.hostIP,
+        "restarts": display.restarts,
+        "lastRestartAt": display.last_restart,
+        "containers": [
+            {
+                "name": c.name,
+                "image": c.image,
+                "ready": states.get(c.name, (False, 0))[0],
+                "restartCount": states.get(c.name, (False, 0))[1],
+            }
+            for c in pod.spec.containers or ()
+        ],
+        "createdAt": pod.metadata.creationTimestamp,
+    }
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiProblem(
+            400, "invalid_parameter", f"{name}: expected an integer, got {raw[:32]!r}"
+        ) from None
+    if not low <= value <= high:
+        raise ApiProblem(
+            400, "invalid_parameter", f"{name}: must be between {low} and {high}, got {value}"
+        )
+    return value
+
+
+def _bool_param(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ApiProblem(400, "invalid_parameter", f"{name}: expected true or false, got {raw[:32]!r}")
+
+
+def routes(service: Service) -> list[Route]:
+    lookup_role = Role.NONE if service.settings.lookup_access == "open" else Role.READER
+
+    def cluster_of(request: Request) -> ClusterSync:
+        cluster_id = request.path_params["cluster"]
+        sync = service.clusters.get(cluster_id)
+        if sync is None:
+            known = ", ".join(sorted(service.clusters)) or "none"
+            raise ApiProblem(404, "unknown_cluster", f"no cluster {cluster_id!r} (known: {known})")
+        return sync
+
+    async def reader(request: Request, namespace: str | None) -> Principal:
+        return await require(request, lookup_role, namespace)
+
+    async def pod_list(request: Request) -> Response:
+        sync = cluster_of(request)
+        params = request.query_params
+        namespace = params.get("namespace") or None
+        principal = await reader(request, namespace)
+        page = _int_param(request, "page", 1, 1, 1_000_000)
+        page_size = _int_param(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        try:
+            selector = parse_selector(params.get("labelSelector"))
+        except SelectorError as exc:
+            raise ApiProblem(400, "invalid_parameter", f"labelSelector: {exc}") from exc
+        if not sync.ready:
+            raise ApiProblem(503, "not_ready", f"cluster {sync.cluster_id} is not synced yet")
+        node = params.get("nodeName") or None
+        within = None
+        if namespace is not None or node is not None or not selector.empty:
+            within = [
+                r.key
+                for r in service.index.matching(
+                    cluster=sync.cluster_id,
+                    namespace=namespace,
+                    node=node,
+                    selector=None if selector.empty else selector,
+                )
+            ]
+        total, keys = service.index.listing.query(
+            sync.cluster_id,
+            within=within,
+            status=params.get("status") or None,
+            search=(params.get("search") or "").strip().lower(),
+            namespaces=principal.namespaces,
+            start=(page - 1) * page_size,
+            stop=page * page_size,
+        )
+        items = [list_item(service.index.pods[k]) for k in keys]
+        return envelope({"items": items, "total": total, "page": page, "pageSize": page_size})
+
+    def known_pod(sync: ClusterSync, namespace: str, name: str) -> PodRecord:
+        record = service.index.by_name(sync.cluster_id, namespace, name)
+        if record is None:
+            raise ApiProblem(
+                404, "not_found", f"pod {namespace}/{name} not found in cluster {sync.cluster_id}"
+            )
+        return record
+
+    async def pod_detail(request: Request) -> Response:
+        sync = cluster_of(request)
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        await reader(request, namespace)
+        record = known_pod(sync, namespace, name)
+        path = f"{PODS.path(namespace)}/{name}"
+        try:
+            obj = msgspec.json.decode(await sync.client.get(path))
+        except KubeError as exc:
+            raise _from_kube(exc, sync, f"reading pod {namespace}/{name}") from None
+        metadata = obj.get("metadata") or {}
+        display = _display(record)
+        return envelope(
+            {
+                "name": metadata.get("name"),
+                "namespace": metadata.get("namespace"),
+                "uid": metadata.get("uid"),
+                "cluster": sync.cluster_id,
+                "labels": metadata.get("labels") or {},
+                "annotations": metadata.get("annotations") or {},
+                "ownerReferences": metadata.get("ownerReferences") or [],
+                "status": obj.get("status") or {},
+                "spec": obj.get("spec") or {},
+                "displayStatus": display.status,
+                "ready": display.ready,
+                "restarts": display.restarts,
+                "workload": msgspec.to_builtins(record.workload),
+                "deletionTimestamp": metadata.get("deletionTimestamp"),
+                "createdAt": metadata.get("creationTimestamp"),
+            }
+        )
+
+    async def pod_delete(request: Request) -> Response:
+        sync = cluster_of(request)
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        principal = await require(request, Role.ADMIN, namespace)
+        force = _bool_param(request, "force")
+        grace: int | None = None
+        if "gracePeriod" in request.query_params:
+            grace = _int_param(request, "gracePeriod", 0, 0, 31_536_000)
+        if force:
+            grace = 0
+        record = known_pod(sync, namespace, name)
+        options: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": record.key[1]},
+        }
+        if grace is not None:
+            options["gracePeriodSeconds"] = grace
+        what = {
+            "action": "delete",
+            "cluster": sync.cluster_id,
+            "namespace": namespace,
+            "name": name,
+            "uid": record.key[1],
+            "gracePeriodSeconds": grace,
+            "by": principal.name,
+            "via": principal.via,
+        }
+        try:
+            await sync.client.delete(f"{PODS.path(namespace)}/{name}", msgspec.json.encode(options))
+        except KubeError as exc:
+            problem = _from_kube(exc, sync, f"deleting pod {namespace}/{name}")
+            _audit(what, problem.status)
+            raise problem from None
+        _audit(what, 200)
+        return envelope(None, "Pod deleted successfully")
+
+    base = "/api/clusters/{cluster}"
+    one = base + "/namespaces/{namespace}/pods/{name}"
+    return [
+        Route(base + "/pods", enveloped(pod_list), methods=["GET"]),
+        Route(one, enveloped(pod_detail), methods=["GET"]),
+        Route(one, enveloped(pod_delete), methods=["DELETE"]),
+    ]
+
+
+def _audit(what: dict[str, Any], result: int) -> None:
+    audit.info(
+        "%s pod %s/%s (uid %s) in cluster %s by %s: %d",
+        what["action"],
+        what["namespace"],
+        what["name"],
+        what["uid"],
+        what["cluster"],
+        what["by"],
+        result,
+        extra={"audit": {**what, "result": result}},
+    )
+
+
+def _from_kube(exc: KubeError, sync: ClusterSync, doing: str) -> ApiProblem:
+    """Kubernetes' answer, mapped faithfully: its status code and message, in our envelope."""
+    if isinstance(exc, ApiError) and 400 <= exc.code < 500:
+        message = exc.status.message or exc.status.reason
+        if exc.code == 403:
+            message = f"cluster {sync.cluster_id}'s credentials may not do this: {message}"
+        return ApiProblem(exc.code, exc.status.reason.lower() or "kubernetes_error", message)
+    log.warning("cluster %s: %s failed: %s", sync.cluster_id, doing, exc)
+    return ApiProblem(502, "cluster_unavailable", f"cluster {sync.cluster_id}: {doing} failed")
