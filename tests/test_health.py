@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podindex.kube.errors import ApiError, StreamStalled, TransportError, Unauthorized
+from podindex.kube.errors import ApiError, StreamStalled, TransportError, Unauthorized, Unreachable
 from podindex.kube.health import HealthMonitor
 from podindex.model import Status
 
@@ -60,6 +60,8 @@ def test_degraded_for_five_minutes_is_disconnected() -> None:
     clock.now += 1
     monitor.tick()
     assert (monitor.status, monitor.value) == ("Disconnected", 0)
+    monitor.on_error(api_error(500))  # still failing: stays Disconnected
+    assert monitor.status == "Disconnected" and monitor.consecutive_failures == 3
     monitor.on_sync()
     assert monitor.status == "Connected"
     # Degraded again: a fresh five minutes.
@@ -69,10 +71,12 @@ def test_degraded_for_five_minutes_is_disconnected() -> None:
     assert monitor.status == "Degraded"
 
 
-def test_an_unreachable_server_is_disconnected_at_once() -> None:
+def test_a_cut_stream_degrades_an_unreachable_server_disconnects_at_once() -> None:
     monitor = HealthMonitor(FakeClock())
     monitor.on_sync()
-    monitor.on_error(TransportError("GET /api/v1/pods: connection refused"))
+    monitor.on_error(TransportError("watch /api/v1/pods: payload not completed"))
+    assert (monitor.status, monitor.last_error_phase) == ("Degraded", "watch")
+    monitor.on_error(Unreachable("GET /api/v1/pods: connection refused"))
     assert (monitor.status, monitor.last_error_phase) == ("Disconnected", "reachability")
 
 

@@ -396,3 +396,65 @@ async def test_reads_need_a_reader_and_changes_an_admin(
             answer = await admin.request(method, path, json=body, headers={"Authorization": ""})
             assert answer.status_code == 401, (method, path, answer.text)
         assert [i.name for i in service.integrations.views()] == ["b"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.timeout(60)
+async def test_health_follows_injected_faults_on_a_fake_clock(
+    store_url: str, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = FakeClock()
+    async with (
+        emulator(CORE_TOKEN, 3, seed=12, tls=False) as core,
+        emulator(TOKEN_B, 6, seed=13, tls=True) as b,
+        serving(core, store_url, key_file) as (service, client),
+    ):
+        service.integrations.clock = clock
+        b_id = (await client.post(PREFIX, json=body_for(b, "b", TOKEN_B))).json()["id"]
+        sync = service.clusters[b_id]
+        for watcher in (sync.pods, sync.replicasets, sync.jobs):
+            watcher.backoff = lambda error, attempt: 0.05
+        monitor = service.integrations.monitors[b_id]
+        await eventually(lambda: monitor.status == "Connected")
+        assert monitor.last_sync == clock.now
+
+        # The cluster starts refusing the token (revoked): Degraded, phase authentication.
+        b.token = "revoked"
+        b.drop_watches()
+        await eventually(lambda: monitor.last_error_phase == "authentication")
+        view = (await client.get(f"{PREFIX}/{b_id}")).json()
+        assert (view["status"], view["last_error_phase"]) == ("Degraded", "authentication")
+        assert "401" in view["last_error"]
+
+        # Five minutes pass (on the fake clock): Disconnected.
+        clock.now += 299.0
+        await service.integrations.tick()
+        assert monitor.status == "Degraded"
+        clock.now += 1.0
+        await service.integrations.tick()
+        assert (await client.get(f"{PREFIX}/{b_id}")).json()["status"] == "Disconnected"
+        metrics = (await client.get("/metrics")).text
+        assert f'podindex_integration_status{{cluster="{b_id}",name="b"}} 0.0' in metrics
+
+        # The token is accepted again: silent recovery on the next sync.
+        b.token = TOKEN_B
+        await eventually(lambda: monitor.status == "Connected")
+        view = (await client.get(f"{PREFIX}/{b_id}")).json()
+        assert view["consecutive_failures"] == 0 and view["last_error"] == ""
+        assert view["reconnect_count"] >= 2 and view["last_sync"] == clock.now
+        # What was saved for the next start: the last sync, no error.
+        await service.integrations.tick()
+        (stored,) = await service.history.store.integrations()
+        assert stored.last_sync == clock.now and stored.last_error == ""
+        metrics = (await client.get("/metrics")).text
+        assert f'podindex_integration_status{{cluster="{b_id}",name="b"}} 2.0' in metrics
+        assert f'podindex_watch_reconnections_total{{cluster="{b_id}"}}' in metrics
+    assert_no_secret([caplog.text])

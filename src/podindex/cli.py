@@ -52,6 +52,8 @@ _SERVE_FLAGS: dict[str, str] = {
     "lookup_access": "who may read the index: open or reader (default open)",
     "tls_cert": "PEM certificate chain: serve HTTPS (with --tls-key)",
     "tls_key": "PEM private key for --tls-cert",
+    "secret_key_file": "Fernet key that encrypts integration tokens at rest; without it no "
+    "integration can be registered",
 }
 
 
@@ -127,9 +129,22 @@ def check_tokens_file(settings: Settings) -> str | None:
     return None
 
 
+def check_secret_key(settings: Settings) -> str | None:
+    """Read the integrations' key once here: a missing or malformed one stops ``serve``."""
+    from podindex.sealing import Sealer, SealingError
+
+    if settings.secret_key_file is None:
+        return None
+    try:
+        Sealer.from_file(settings.secret_key_file)
+    except SealingError as exc:
+        return f"secret_key_file: {exc}"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    problem = check_tokens_file(settings)
+    problem = check_tokens_file(settings) or check_secret_key(settings)
     if problem is None and settings.watch:
         problem = check_access(settings)
     if problem is not None:

@@ -20,7 +20,7 @@ from podindex.integrations import Integrations
 from podindex.kube.client import KubeClient
 from podindex.kube.config import ClusterAccess, discover_access, explicit_access
 from podindex.kube.errors import ConfigError
-from podindex.sealing import Sealer
+from podindex.sealing import Sealer, SealingError
 from podindex.settings import Settings
 from podindex.store.base import StoreError, open_store
 
@@ -47,7 +47,11 @@ class Service:
             open_store(self.settings.store), self.index, retention=self.settings.retention
         )
         key_file = self.settings.secret_key_file
-        self.integrations = Integrations(self, Sealer.from_file(key_file) if key_file else None)
+        try:
+            sealer = Sealer.from_file(key_file) if key_file else None
+        except SealingError as exc:
+            raise ConfigError(f"secret_key_file: {exc}") from None
+        self.integrations = Integrations(self, sealer)
 
     _ready: bool = field(default=False, init=False)
 

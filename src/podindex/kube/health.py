@@ -7,6 +7,10 @@
        └──error──► Degraded (consecutive failures counted) ──5 min──► Disconnected
                      unreachable (connection refused, timeout) ───────►
 
+Unreachable means no connection could be made (refused, DNS, TLS, connect
+timeout): Disconnected at once. A stream that breaks after it was open is a
+watch error like any other (load balancers cut long streams): Degraded.
+
 Fed by the watchers (:meth:`on_sync` after a LIST or an opened WATCH,
 :meth:`on_error` on every failed attempt) and by :meth:`tick`, which the
 service calls about once a second to age Degraded into Disconnected. Time
@@ -19,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from podindex.kube.errors import ApiError, Forbidden, StreamStalled, TransportError, Unauthorized
+from podindex.kube.errors import ApiError, Forbidden, Unauthorized, Unreachable
 
 Status = Literal["Pending", "Connected", "Degraded", "Disconnected"]
 STATUS_VALUES: dict[Status, int] = {"Pending": 0, "Disconnected": 0, "Degraded": 1, "Connected": 2}
@@ -28,10 +32,11 @@ DEGRADED_LIMIT = 300.0
 
 
 def error_phase(exc: BaseException) -> str:
-    """Which part failed: ``reachability``, ``authentication`` or ``watch`` (anything else)."""
+    """Which part failed: ``reachability`` (no connection), ``authentication`` or ``watch``
+    (anything else: a stream cut or stalled, a server error, an undecodable event)."""
     if isinstance(exc, (Unauthorized, Forbidden)):
         return "authentication"
-    if isinstance(exc, TransportError) and not isinstance(exc, StreamStalled):
+    if isinstance(exc, Unreachable):
         return "reachability"
     return "watch"
 
@@ -86,6 +91,8 @@ class HealthMonitor:
         if phase == "reachability":
             self.status = "Disconnected"
             return
+        if self.status == "Disconnected":
+            return  # only a successful sync brings it back
         if self.status != "Degraded":
             self.status = "Degraded"
             self.degraded_since = now
