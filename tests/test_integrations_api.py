@@ -23,6 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from podindex.api.app import create_app
+from podindex.api.auth import token_digest
 from podindex.kube.config import explicit_access
 from podindex.service import Service
 from podindex.settings import Settings
@@ -108,6 +109,15 @@ def body_for(cluster: FakeCluster, name: str, token: str, **extra: Any) -> dict[
         "bearer_token": token,
         **extra,
     }
+
+
+def grant_in_namespace(access: Path, token: str, namespace: str) -> None:
+    """Add an admin limited to ``namespace`` to the access file."""
+    access.write_text(
+        access.read_text()
+        + f"  - {{name: {namespace}-admin, role: admin, namespaces: [{namespace}], "
+        + f"sha256: {token_digest(token)}}}\n"
+    )
 
 
 class Transcript:
@@ -396,6 +406,13 @@ async def test_reads_need_a_reader_and_changes_an_admin(
             answer = await admin.request(method, path, json=body, headers={"Authorization": ""})
             assert answer.status_code == 401, (method, path, answer.text)
         assert [i.name for i in service.integrations.views()] == ["b"]
+        # A grant limited to namespaces does not reach cluster-wide integrations.
+        grant_in_namespace(Path(service.settings.tokens_file or ""), "team-a-token", "team-a")
+        await asyncio.sleep(1.1)  # the access file is re-read when it changes, checked each second
+        limited = await admin.get(PREFIX, headers=bearer("team-a-token"))
+        assert limited.status_code == 403 and "cluster-wide" in limited.json()["message"]
+        limited = await admin.delete(f"{PREFIX}/{b_id}", headers=bearer("team-a-token"))
+        assert limited.status_code == 403
 
 
 class FakeClock:
@@ -458,3 +475,16 @@ async def test_health_follows_injected_faults_on_a_fake_clock(
         assert f'podindex_integration_status{{cluster="{b_id}",name="b"}} 2.0' in metrics
         assert f'podindex_watch_reconnections_total{{cluster="{b_id}"}}' in metrics
     assert_no_secret([caplog.text])
+
+
+def test_every_integration_route_is_documented() -> None:
+    from podindex.api import integrations as api
+    from podindex.api.openapi import document
+
+    paths = document()["paths"]
+    service = Service(Settings(store="sqlite:///:memory:"))
+    for route in api.routes(service):
+        assert route.path in paths, route.path
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in paths[route.path], (route.path, method)

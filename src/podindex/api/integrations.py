@@ -64,6 +64,19 @@ class SelectorBody(msgspec.Struct, forbid_unknown_fields=True):
     requirements: list[Requirement]
 
 
+async def _require(request: Request, role: Role) -> None:
+    """``role`` everywhere: integrations are cluster-wide, so a grant limited to some
+    namespaces (a reader of team-a) does not reach them."""
+    principal = await require(request, role)
+    if principal.namespaces is not None:
+        raise ApiProblem(
+            403,
+            "forbidden",
+            f"{principal.name} has role {principal.role.name.lower()} only in some "
+            "namespaces; integrations are cluster-wide",
+        )
+
+
 def _json(value: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
 
@@ -138,11 +151,11 @@ def routes(service: Service) -> list[Route]:
     integrations = service.integrations
 
     async def list_(request: Request) -> Response:
-        await require(request, Role.READER)
+        await _require(request, Role.READER)
         return _json({"items": integrations.views()})
 
     async def create(request: Request) -> Response:
-        await require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN)
         body = await decode_body(request, IntegrationBody, MAX_BODY)
         try:
             view = await integrations.create(_spec(body, need_name=True))
@@ -151,7 +164,7 @@ def routes(service: Service) -> list[Route]:
         return _json(view, 201)
 
     async def test(request: Request) -> Response:
-        await require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN)
         body = await decode_body(request, IntegrationBody, MAX_BODY)
         try:
             result = await integrations.test(_spec(body, need_name=False))
@@ -162,7 +175,7 @@ def routes(service: Service) -> list[Route]:
         return _json(_validation(result))
 
     async def selector(request: Request) -> Response:
-        await require(request, Role.READER)
+        await _require(request, Role.READER)
         body = await decode_body(request, SelectorBody, MAX_BODY)
         try:
             built = build_selector([(r.key, r.operator, r.values) for r in body.requirements])
@@ -171,14 +184,14 @@ def routes(service: Service) -> list[Route]:
         return _json({"selector": built})
 
     async def get(request: Request) -> Response:
-        await require(request, Role.READER)
+        await _require(request, Role.READER)
         try:
             return _json(integrations.view(request.path_params["id"]))
         except IntegrationError as exc:
             return _problem(exc)
 
     async def update(request: Request) -> Response:
-        await require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN)
         body = await decode_body(request, IntegrationBody, MAX_BODY)
         if body.kubeconfig is not None or body.context is not None:
             raise ApiProblem(
@@ -199,7 +212,7 @@ def routes(service: Service) -> list[Route]:
         return _json(view)
 
     async def delete(request: Request) -> Response:
-        await require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN)
         try:
             await integrations.delete(request.path_params["id"])
         except IntegrationError as exc:
@@ -207,7 +220,7 @@ def routes(service: Service) -> list[Route]:
         return Response(status_code=204)
 
     async def pods(request: Request) -> Response:
-        await require(request, Role.READER)
+        await _require(request, Role.READER)
         unknown = sorted(set(request.query_params) - _ALLOWED_PREVIEW_PARAMS)
         if unknown:
             raise ApiProblem(
