@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -308,6 +309,13 @@ async def test_integrations_survive_a_restart(
             view = (await client.get(f"{PREFIX}/{b_id}")).json()
             assert view["status"] == "Disconnected" and "secret key" in view["last_error"]
             assert b_id not in service.clusters
+            # Its token cannot be opened: a change needs a new one, which starts it again.
+            renamed = await client.patch(f"{PREFIX}/{b_id}", json={"name": "b2"})
+            assert renamed.status_code == 409 and renamed.json()["error"] == "token_unreadable"
+            fixed = await client.patch(f"{PREFIX}/{b_id}", json={"bearer_token": TOKEN_B})
+            assert fixed.status_code == 200, fixed.text
+            await eventually(lambda: service.integrations.pod_count(b_id) == 12)
+            assert service.integrations.view(b_id).status == "Connected"
     assert_no_secret([caplog.text])
 
 
@@ -488,3 +496,37 @@ def test_every_integration_route_is_documented() -> None:
         for method in route.methods or ():
             if method != "HEAD":
                 assert method.lower() in paths[route.path], (route.path, method)
+
+
+async def test_a_kubeconfig_context_registers_as_an_integration(
+    store_url: str, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with (
+        emulator(CORE_TOKEN, 3, seed=14, tls=False) as core,
+        emulator(TOKEN_B, 7, seed=15, tls=True) as b,
+        serving(core, store_url, key_file) as (service, client),
+    ):
+        text = json.dumps(b.kubeconfig("prod-eu"))
+        tested = await client.post(f"{PREFIX}/test", json={"kubeconfig": text})
+        assert tested.json()["status"] == "success"
+        created = await client.post(
+            PREFIX, json={"name": "eu", "kubeconfig": text, "context": "prod-eu"}
+        )
+        assert created.status_code == 201, created.text
+        view = created.json()
+        assert (view["context"], view["endpoint"]) == ("prod-eu", b.url)
+        await eventually(lambda: service.integrations.pod_count(view["id"]) == 7)
+        for body, fragment in (
+            ({"name": "x", "kubeconfig": text, "context": "nope"}, "no context named"),
+            ({"name": "x", "kubeconfig": "[1, 2"}, "not YAML"),
+            ({"name": "x", "kubeconfig": text, "endpoint": b.url}, "not both"),
+        ):
+            answer = await client.post(PREFIX, json=body)
+            assert answer.status_code == 400 and fragment in answer.json()["message"]
+        no_token = b.kubeconfig("c")
+        no_token["users"][0]["user"] = {"exec": {"command": "get-token"}}
+        answer = await client.post(PREFIX, json={"name": "x", "kubeconfig": json.dumps(no_token)})
+        assert answer.json()["error"] == "invalid_kubeconfig"
+        assert "bearer token" in answer.json()["message"]
+    assert_no_secret([caplog.text])

@@ -49,6 +49,8 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _NOT_ID = re.compile(r"[^a-z0-9-]+")
 MAX_NAME = 253
 PREVIEW_SAMPLE = 100
+SYNC_SAVE_EVERY = 60.0
+"""Seconds ``last_sync`` may advance before it is saved again (state changes save at once)."""
 
 
 class IntegrationError(Exception):
@@ -237,7 +239,7 @@ class Integrations:
         sealer = self._sealer()
         async with self._lock:
             old = self._row(integration_id)
-            old_token = sealer.open(old.token) if token is None else token
+            old_token = token if token is not None else self._open_token(sealer, old)
             spec = Spec(
                 name=old.name if name is None else name,
                 endpoint=old.endpoint if endpoint is None else endpoint,
@@ -324,10 +326,11 @@ class Integrations:
     async def tick(self) -> None:
         for integration_id, monitor in list(self.monitors.items()):
             monitor.tick()
-            if self._persisted.get(integration_id) == monitor.transitions:
-                continue
             row = self.rows.get(integration_id)
             if row is None:
+                continue
+            sync_advanced = (monitor.last_sync or 0.0) - (row.last_sync or 0.0) >= SYNC_SAVE_EVERY
+            if self._persisted.get(integration_id) == monitor.transitions and not sync_advanced:
                 continue
             updated = replace_row(
                 row,
@@ -350,6 +353,14 @@ class Integrations:
         if row is None:
             raise IntegrationError(404, "not_found", f"no integration {integration_id!r}")
         return row
+
+    def _open_token(self, sealer: Sealer, row: StoredIntegration) -> str:
+        try:
+            return sealer.open(row.token)
+        except SealingError as exc:
+            raise IntegrationError(
+                409, "token_unreadable", f"{exc}; give bearer_token to replace it"
+            ) from None
 
     def _sealer(self) -> Sealer:
         if self.sealer is None:
@@ -425,9 +436,11 @@ class Integrations:
 
 
 def _observe(sync: ClusterSync, monitor: HealthMonitor) -> None:
-    for watcher in (sync.pods, sync.replicasets, sync.jobs):
-        watcher.on_sync = monitor.on_sync
-        watcher.on_error = monitor.on_error
+    """Health follows the pods watcher: pods are what an integration is for. A token that
+    may list pods but not ReplicaSets or Jobs (a narrowly scoped service account) leaves
+    identities to labels and shows in the watch error metrics, not as an unhealthy cluster."""
+    sync.pods.on_sync = monitor.on_sync
+    sync.pods.on_error = monitor.on_error
 
 
 def replace_row(row: StoredIntegration, **changes: object) -> StoredIntegration:
