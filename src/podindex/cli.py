@@ -52,6 +52,8 @@ _SERVE_FLAGS: dict[str, str] = {
     "lookup_access": "who may read the index: open or reader (default open)",
     "tls_cert": "PEM certificate chain: serve HTTPS (with --tls-key)",
     "tls_key": "PEM private key for --tls-cert",
+    "allowed_origins": "origins allowed to open WebSockets besides the page's own host "
+    "(comma-separated, e.g. https://dash.example.com)",
     "secret_key_file": "Fernet key that encrypts integration tokens at rest; without it no "
     "integration can be registered",
 }

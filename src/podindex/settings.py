@@ -53,6 +53,9 @@ class Settings:
     tls_cert: str | None = None
     """PEM certificate (chain) for serving HTTPS; with ``tls_key``."""
     tls_key: str | None = None
+    allowed_origins: str | None = None
+    """Browser origins (comma-separated, ``*`` for any) allowed to open WebSockets besides
+    the page's own host."""
     # --- integrations (registered clusters) ---
     secret_key_file: str | None = None
     """A Fernet key that encrypts integration tokens at rest; without it none can be created."""

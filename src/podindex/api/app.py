@@ -26,6 +26,7 @@ from podindex.api import (
     integrations,
     openapi,
     podwatcher,
+    sessions,
 )
 from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.lookup import ASGIApp, LookupFastPath
@@ -74,6 +75,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *attribution.routes(service),
             *integrations.routes(service),
             *dashboard.routes(service),
+            *sessions.routes(service),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],

@@ -18,20 +18,22 @@ with ``code`` equal to the HTTP status, errors included.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from podindex.api.auth import Principal, Role, require
 from podindex.api.errors import ApiProblem
 from podindex.cluster import ClusterSync
 from podindex.index import PodRecord
-from podindex.kube.client import PODS
+from podindex.kube import pods
 from podindex.kube.errors import ApiError, KubeError
 from podindex.selectors import SelectorError, parse_selector
 from podindex.service import Service
@@ -41,6 +43,7 @@ from podindex.status import DisplayStatus, display_status
 log = logging.getLogger("podindex.dashboard")
 audit = logging.getLogger("podindex.audit")
 
+MAX_LOG_BYTES = 10 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 500
 _TRUE = ("true", "1", "yes")
@@ -106,8 +109,8 @@ def list_item(record: PodRecord) -> dict[str, Any]:
     }
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+def int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -123,8 +126,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-def _bool_param(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name, "").strip().lower()
+def bool_param(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "").strip().lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -151,8 +154,8 @@ def routes(service: Service) -> list[Route]:
         params = request.query_params
         namespace = params.get("namespace") or None
         principal = await reader(request, namespace)
-        page = _int_param(request, "page", 1, 1, 1_000_000)
-        page_size = _int_param(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        page = int_param(request.query_params, "page", 1, 1, 1_000_000)
+        page_size = int_param(request.query_params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         try:
             selector = parse_selector(params.get("labelSelector"))
         except SelectorError as exc:
@@ -196,11 +199,10 @@ def routes(service: Service) -> list[Route]:
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         await reader(request, namespace)
         record = known_pod(sync, namespace, name)
-        path = f"{PODS.path(namespace)}/{name}"
         try:
-            obj = msgspec.json.decode(await sync.client.get(path))
+            obj = msgspec.json.decode(await sync.client.get(pods.pod_path(namespace, name)))
         except KubeError as exc:
-            raise _from_kube(exc, sync, f"reading pod {namespace}/{name}") from None
+            raise from_kube(exc, sync, f"reading pod {namespace}/{name}") from None
         metadata = obj.get("metadata") or {}
         display = _display(record)
         return envelope(
@@ -227,10 +229,10 @@ def routes(service: Service) -> list[Route]:
         sync = cluster_of(request)
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         principal = await require(request, Role.ADMIN, namespace)
-        force = _bool_param(request, "force")
+        force = bool_param(request.query_params, "force")
         grace: int | None = None
         if "gracePeriod" in request.query_params:
-            grace = _int_param(request, "gracePeriod", 0, 0, 31_536_000)
+            grace = int_param(request.query_params, "gracePeriod", 0, 0, 31_536_000)
         if force:
             grace = 0
         record = known_pod(sync, namespace, name)
@@ -252,13 +254,44 @@ def routes(service: Service) -> list[Route]:
             "via": principal.via,
         }
         try:
-            await sync.client.delete(f"{PODS.path(namespace)}/{name}", msgspec.json.encode(options))
+            await sync.client.delete(pods.pod_path(namespace, name), msgspec.json.encode(options))
         except KubeError as exc:
-            problem = _from_kube(exc, sync, f"deleting pod {namespace}/{name}")
+            problem = from_kube(exc, sync, f"deleting pod {namespace}/{name}")
             _audit(what, problem.status)
             raise problem from None
         _audit(what, 200)
         return envelope(None, "Pod deleted successfully")
+
+    async def pod_events(request: Request) -> Response:
+        sync = cluster_of(request)
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        await reader(request, namespace)
+        record = known_pod(sync, namespace, name)
+        try:
+            events = await pods.pod_events(sync.client, namespace, name, record.key[1])
+        except KubeError as exc:
+            raise from_kube(exc, sync, f"listing events of pod {namespace}/{name}") from None
+        return envelope(msgspec.to_builtins(events))
+
+    async def pod_logs(request: Request) -> Response:
+        sync = cluster_of(request)
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        await reader(request, namespace)
+        record = known_pod(sync, namespace, name)
+        params = log_params(request.query_params, record)
+        stack = contextlib.AsyncExitStack()
+        try:
+            chunks = await stack.enter_async_context(
+                pods.log_stream(sync.client, namespace, name, params, read_timeout=60.0)
+            )
+        except KubeError as exc:
+            await stack.aclose()
+            raise from_kube(exc, sync, f"reading logs of pod {namespace}/{name}") from None
+        limit = int(params["limitBytes"])
+        return StreamingResponse(
+            _enveloped_logs(chunks, stack, limit, f"{sync.cluster_id}/{namespace}/{name}"),
+            media_type="application/json",
+        )
 
     base = "/api/clusters/{cluster}"
     one = base + "/namespaces/{namespace}/pods/{name}"
@@ -266,7 +299,76 @@ def routes(service: Service) -> list[Route]:
         Route(base + "/pods", enveloped(pod_list), methods=["GET"]),
         Route(one, enveloped(pod_detail), methods=["GET"]),
         Route(one, enveloped(pod_delete), methods=["DELETE"]),
+        Route(one + "/events", enveloped(pod_events), methods=["GET"]),
+        Route(one + "/logs", enveloped(pod_logs), methods=["GET"]),
     ]
+
+
+def log_params(query: Mapping[str, str], record: PodRecord) -> dict[str, str]:
+    """The log query for Kubernetes, checked here first: a multi-container pod needs
+    ``container`` (400 listing them, in Kubernetes' words), a known one."""
+    spec = record.pod.spec
+    names = [c.name for c in spec.containers or ()]
+    every = names + [c.name for c in spec.initContainers or ()]
+    container = query.get("container") or None
+    if container is None:
+        if len(names) != 1:
+            raise ApiProblem(
+                400,
+                "container_required",
+                f"a container name must be specified for pod {record.name}, "
+                f"choose one of: [{' '.join(every)}]",
+            )
+        container = names[0]
+    elif container not in every:
+        raise ApiProblem(
+            400,
+            "unknown_container",
+            f"container {container} is not valid for pod {record.name}; "
+            f"choose one of: [{' '.join(every)}]",
+        )
+    params = {"container": container}
+    if bool_param(query, "previous"):
+        params["previous"] = "true"
+    if bool_param(query, "timestamps"):
+        params["timestamps"] = "true"
+    if "sinceSeconds" in query:
+        params["sinceSeconds"] = str(int_param(query, "sinceSeconds", 1, 1, 10 * 365 * 86400))
+    if "tailLines" in query:
+        params["tailLines"] = str(int_param(query, "tailLines", 0, 0, 10_000_000))
+    params["limitBytes"] = str(int_param(query, "limitBytes", MAX_LOG_BYTES, 1, MAX_LOG_BYTES))
+    return params
+
+
+async def _enveloped_logs(
+    chunks: AsyncIterator[bytes], stack: contextlib.AsyncExitStack, limit: int, what: str
+) -> AsyncIterator[bytes]:
+    """``{"code":200,…,"data":{"logs":"…","truncated":…}}`` written as the log arrives:
+    each chunk decoded (a UTF-8 character may span two) and escaped on its own."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    received = 0
+    error: str | None = None
+    try:
+        yield b'{"code":200,"message":"success","data":{"logs":"'
+        try:
+            async for chunk in chunks:
+                received += len(chunk)
+                text = decoder.decode(chunk)
+                if text:
+                    yield msgspec.json.encode(text)[1:-1]
+        except KubeError as exc:
+            log.warning("log stream of %s broke: %s", what, exc)
+            error = "the log stream from the cluster broke; the logs above are incomplete"
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield msgspec.json.encode(tail)[1:-1]
+        truncated = error is not None or received >= limit
+        yield b'","truncated":%b,"error":%b}}' % (
+            b"true" if truncated else b"false",
+            msgspec.json.encode(error),
+        )
+    finally:
+        await stack.aclose()
 
 
 def _audit(what: dict[str, Any], result: int) -> None:
@@ -283,7 +385,7 @@ def _audit(what: dict[str, Any], result: int) -> None:
     )
 
 
-def _from_kube(exc: KubeError, sync: ClusterSync, doing: str) -> ApiProblem:
+def from_kube(exc: KubeError, sync: ClusterSync, doing: str) -> ApiProblem:
     """Kubernetes' answer, mapped faithfully: its status code and message, in our envelope."""
     if isinstance(exc, ApiError) and 400 <= exc.code < 500:
         message = exc.status.message or exc.status.reason

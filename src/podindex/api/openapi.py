@@ -425,9 +425,169 @@ def _struct_schemas() -> dict[str, Any]:
     return components
 
 
+def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": kind},
+        "description": description,
+    }
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _enveloped(description: str, data: dict[str, Any]) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["code", "message", "data"],
+        "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": data},
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard Pod API (seeds/dashboard-pod-api.md); its WebSockets are in the README."""
+    one = [_path("cluster"), _path("namespace"), _path("name")]
+    failure = _enveloped("an error, in the envelope (code = HTTP status)", {"nullable": True})
+    item = {"$ref": "#/components/schemas/DashboardPod"}
+    return {
+        "/api/clusters/{cluster}/pods": {
+            "get": {
+                "summary": "Pods of a cluster, newest first, filtered and paged from the index",
+                "parameters": [
+                    _path("cluster"),
+                    _query("namespace", "string", "only this namespace"),
+                    _query("status", "string", "kubectl's STATUS, e.g. CrashLoopBackOff"),
+                    _query("nodeName", "string", "only pods on this node"),
+                    _query("labelSelector", "string", "a Kubernetes label selector"),
+                    _query("search", "string", "substring of name, namespace, node or IP"),
+                    _query("page", "integer", "from 1 (default 1)"),
+                    _query("pageSize", "integer", "1-500 (default 20)"),
+                ],
+                "responses": {
+                    "200": _enveloped(
+                        "a page of pods",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "items": {"type": "array", "items": item},
+                                "total": {"type": "integer"},
+                                "page": {"type": "integer"},
+                                "pageSize": {"type": "integer"},
+                            },
+                        },
+                    ),
+                    "400": failure,
+                    "404": failure,
+                    "503": failure,
+                },
+            }
+        },
+        "/api/clusters/{cluster}/namespaces/{namespace}/pods/{name}": {
+            "get": {
+                "summary": "One pod as the cluster has it now",
+                "parameters": one,
+                "responses": {"200": _enveloped("the pod", {"type": "object"}), "404": failure},
+            },
+            "delete": {
+                "summary": "Delete the pod (uid precondition; audited)",
+                "parameters": [
+                    *one,
+                    _query("force", "boolean", "grace period 0"),
+                    _query("gracePeriod", "integer", "seconds"),
+                ],
+                "responses": {
+                    "200": _enveloped("deleted", {"nullable": True}),
+                    "400": failure,
+                    "403": failure,
+                    "404": failure,
+                    "409": failure,
+                },
+            },
+        },
+        "/api/clusters/{cluster}/namespaces/{namespace}/pods/{name}/events": {
+            "get": {
+                "summary": "Events of this pod instance, most recently seen first",
+                "parameters": one,
+                "responses": {"200": _enveloped("events", {"type": "array"}), "404": failure},
+            }
+        },
+        "/api/clusters/{cluster}/namespaces/{namespace}/pods/{name}/logs": {
+            "get": {
+                "summary": "A container's log, streamed (at most limitBytes)",
+                "parameters": [
+                    *one,
+                    _query("container", "string", "required when the pod has several"),
+                    _query("previous", "boolean", "the previous instance's log"),
+                    _query("sinceSeconds", "integer", "only the last N seconds"),
+                    _query("tailLines", "integer", "only the last N lines"),
+                    _query("timestamps", "boolean", "prefix each line with its time"),
+                    _query("limitBytes", "integer", "cap (default and maximum 10 MB)"),
+                ],
+                "responses": {
+                    "200": _enveloped(
+                        "the log",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "logs": {"type": "string"},
+                                "truncated": {"type": "boolean"},
+                                "error": {"type": "string", "nullable": True},
+                            },
+                        },
+                    ),
+                    "400": failure,
+                    "404": failure,
+                },
+            }
+        },
+    }
+
+
+_DASHBOARD_POD = {
+    "type": "object",
+    "properties": {
+        **{
+            k: {"type": "string"}
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "cluster",
+                "status",
+                "phase",
+                "ready",
+                "nodeName",
+                "podIP",
+                "hostIP",
+                "createdAt",
+            )
+        },
+        "podIPs": {"type": "array", "items": {"type": "string"}},
+        "restarts": {"type": "integer"},
+        "lastRestartAt": {"type": "string", "nullable": True},
+        "containers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "image": {"type": "string"},
+                    "ready": {"type": "boolean"},
+                    "restartCount": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+
 _ADMIN_OPERATIONS = (
     ("/pod/spec", "post"),
     ("/pod/mark_dead", "post"),
+    ("/api/clusters/{cluster}/namespaces/{namespace}/pods/{name}", "delete"),
     (_INTEGRATIONS, "post"),
     (f"{_INTEGRATIONS}/test", "post"),
     (_INTEGRATIONS + "/{id}", "patch"),
@@ -462,15 +622,21 @@ def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
                 operation["security"] = [{}]
                 continue
             responses = operation.setdefault("responses", {})
-            responses.setdefault("401", _error("no token, or one nobody knows"))
+            # The dashboard's routes answer errors in their envelope too.
+            error = (
+                (lambda text: _enveloped(text, {"nullable": True}))
+                if path.startswith("/api/clusters/")
+                else _error
+            )
+            responses.setdefault("401", error("no token, or one nobody knows"))
             if (path, method) in _READER_OPERATIONS:
                 operation["security"] = [{"bearer": []}]
-                responses.setdefault("403", _error("the caller does not have the reader role"))
+                responses.setdefault("403", error("the caller does not have the reader role"))
             elif (path, method) in _ADMIN_OPERATIONS:
                 operation["security"] = [{"bearer": []}]
-                responses.setdefault("403", _error("the caller does not have the admin role"))
+                responses.setdefault("403", error("the caller does not have the admin role"))
             else:
-                responses.setdefault("403", _error("the caller has no role (reader-only lookups)"))
+                responses.setdefault("403", error("the caller has no role (reader-only lookups)"))
     return doc
 
 
@@ -593,7 +759,13 @@ def document() -> dict[str, Any]:
                 **_integration_paths(),
             },
             "components": {
-                "schemas": {"Error": _ERROR, "Pod": _POD, "NodeIP": _NODE, **_struct_schemas()}
+                "schemas": {
+                    "Error": _ERROR,
+                    "Pod": _POD,
+                    "NodeIP": _NODE,
+                    "DashboardPod": _DASHBOARD_POD,
+                    **_struct_schemas(),
+                }
             },
         }
     )

@@ -8,7 +8,7 @@ pass their own session or point it at ``podindex.sim``; nothing is patched.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -221,12 +221,63 @@ class KubeClient:
         ``stall_timeout`` bounds the silence between two reads: a server that
         stops sending (not even a bookmark) raises :class:`StreamStalled`.
         """
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._connect_timeout, sock_read=stall_timeout
-        )
         path = resource.path(namespace)
-        async with self._request("GET", path, params, resource.watch_accept, timeout) as response:
+        async with self.stream(path, params, resource.watch_accept, stall_timeout) as response:
             yield _lines(response, path, stall_timeout)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        accept: str,
+        read_timeout: float | None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body is read as it arrives (a watch, a followed log); no total
+        timeout, ``read_timeout`` between two reads (None: none)."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+        )
+        async with self._request("GET", path, params, accept, timeout) as response:
+            yield response
+
+    @asynccontextmanager
+    async def websocket(
+        self, path: str, params: Sequence[tuple[str, str]], protocols: Sequence[str]
+    ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket to the API server (exec, attach), authenticated as every request.
+
+        A refused upgrade raises the ApiError for its status; aiohttp keeps
+        the refusal's body from us, so the Status is made from the HTTP line.
+        """
+        url = self.access.server + path
+        for attempt in (1, 2):
+            headers = await self._headers(JSON)
+            try:
+                ws = await self.session.ws_connect(
+                    url,
+                    params=list(params),
+                    headers=headers,
+                    protocols=tuple(protocols),
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    heartbeat=30.0,
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                error = api_error(
+                    Status(status="Failure", code=exc.status, reason=exc.message, message="")
+                )
+                if isinstance(error, Unauthorized) and attempt == 1:
+                    await self._refresh_credentials()
+                    continue
+                raise error from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise TransportError(f"WebSocket {path}: {exc!r}") from exc
+            try:
+                yield ws
+            finally:
+                await ws.close()
+            return
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def version(self) -> dict[str, str]:
         body = await self.get("/version")

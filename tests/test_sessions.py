@@ -1,0 +1,97 @@
+"""WebSocket admission for pod sessions, over real sockets: origin, token, role.
+
+A real ``podindex serve`` (a broker: it watches nothing, an agent pushes
+the pod), and aiohttp as the WebSocket client.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from podindex.api.sessions import PROTOCOL, TOKEN_PROTOCOL
+from tests.auth import ADMIN_TOKEN, READER_TOKEN, bearer, standard_tokens
+from tests.test_e2e_serve import start_podindex, stop, wait_ready
+
+LOGS = "/ws/clusters/default/namespaces/team-a/pods/web-1/logs"
+EXEC = "/ws/clusters/default/namespaces/team-a/pods/web-1/exec"
+
+
+@pytest.fixture
+async def base(tmp_path: Path) -> AsyncIterator[str]:
+    env = {
+        "PODINDEX_WATCH": "false",
+        "PODINDEX_STORE": f"sqlite:///{tmp_path}/h.db",
+        "PODINDEX_TOKENS_FILE": str(standard_tokens(tmp_path)),
+        "PODINDEX_LOOKUP_ACCESS": "reader",
+        "PODINDEX_ALLOWED_ORIGINS": "https://dash.example.com",
+    }
+    process, url = start_podindex("serve", env=env)
+    try:
+        await wait_ready(url, process)
+        async with httpx.AsyncClient(base_url=url, headers=bearer(ADMIN_TOKEN)) as client:
+            body = {"pod_name": "web-1", "pod_namespace": "team-a", "pod_ip": "10.3.0.1"}
+            assert (await client.post("/pod/spec", json=body)).status_code == 200
+        yield url.replace("http://", "ws://")
+    finally:
+        output = stop(process)
+    for token in (ADMIN_TOKEN, READER_TOKEN, "forged"):
+        assert token not in output
+
+
+def token_protocol(token: str) -> str:
+    return TOKEN_PROTOCOL + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "protocols"),
+    [
+        (LOGS, {}, ()),
+        (LOGS, bearer("forged"), ()),
+        (LOGS, {**bearer(READER_TOKEN), "Origin": "https://evil.example"}, ()),
+        (LOGS, {}, (PROTOCOL, token_protocol("forged"))),
+        (EXEC, bearer(READER_TOKEN), ()),  # a shell needs admin
+        (LOGS + "?token=" + READER_TOKEN, {}, ()),  # never a token in the query string
+    ],
+)
+async def test_refused_before_the_upgrade(
+    base: str, path: str, headers: dict[str, str], protocols: tuple[str, ...]
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(base + path, headers=headers, protocols=protocols)
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("headers", "protocols", "selected"),
+    [
+        (bearer(READER_TOKEN), (), None),
+        (
+            {"Origin": "https://dash.example.com"},
+            (PROTOCOL, token_protocol(READER_TOKEN)),
+            PROTOCOL,
+        ),
+        (bearer(ADMIN_TOKEN), (PROTOCOL,), PROTOCOL),
+    ],
+)
+async def test_admitted_by_header_or_subprotocol_token(
+    base: str, headers: dict[str, str], protocols: tuple[str, ...], selected: str | None
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(base + LOGS, headers=headers, protocols=protocols) as ws,
+    ):
+        assert ws.protocol == selected
+        # Admitted: past the upgrade, the session finds no cluster to ask (a broker watches
+        # none) and says so in a message, then closes with 4000 + the status.
+        error: dict[str, Any] = await ws.receive_json()
+        assert error == {"type": "error", "code": 404, "message": "no cluster 'default'"}
+        closing = await ws.receive()
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4404
