@@ -321,9 +321,16 @@ class Integrations:
         """Age the monitors once a second and save their state when it changed."""
         while True:
             await asyncio.sleep(interval)
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # a bug here must not stop the watchers beside it
+                log.exception("integrations: health tick failed; retrying next second")
 
     async def tick(self) -> None:
+        async with self._lock:  # never saves a row that a delete is removing
+            await self._tick()
+
+    async def _tick(self) -> None:
         for integration_id, monitor in list(self.monitors.items()):
             monitor.tick()
             row = self.rows.get(integration_id)

@@ -136,10 +136,13 @@ class Service:
         self._tasks[sync.cluster_id] = task
 
     async def _watch(self, sync: ClusterSync) -> None:
-        """One cluster's watchers; a crash in them is logged, never taking the service down."""
+        """One cluster's watchers. A bug that stops an integration's is logged (its health
+        shows it) rather than taking the service and the other clusters down."""
         try:
             await sync.run()
         except Exception:
+            if sync.cluster_id not in self.integration_clusters:
+                raise
             log.exception("cluster %s: watchers stopped by an unexpected error", sync.cluster_id)
 
     async def run(self) -> None:
