@@ -530,3 +530,20 @@ async def test_a_kubeconfig_context_registers_as_an_integration(
         assert answer.json()["error"] == "invalid_kubeconfig"
         assert "bearer token" in answer.json()["message"]
     assert_no_secret([caplog.text])
+
+
+async def test_before_the_store_is_loaded_the_answer_is_503_not_an_empty_list(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        store=f"sqlite:///{tmp_path}/h.db", tokens_file=str(standard_tokens(tmp_path))
+    )
+    app = create_app(Service(settings), run_background=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://podindex",
+        headers=bearer(ADMIN_TOKEN),
+    ) as client:
+        answer = await client.get(PREFIX)
+        assert answer.status_code == 503 and answer.json()["error"] == "not_ready"
+        assert (await client.get(PREFIX, headers={"Authorization": ""})).status_code == 401

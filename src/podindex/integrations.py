@@ -140,6 +140,9 @@ class Integrations:
         """Replaceable by tests that have no cluster to validate against."""
         self._persisted: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self.loaded = False
+        """The stored integrations are known (the store answered at start); until then the
+        API answers 503 rather than an empty list that is not the truth."""
 
     # --- reading ---------------------------------------------------------------
 
@@ -300,6 +303,10 @@ class Integrations:
 
     async def load(self) -> None:
         """Start every stored integration not running yet (the store is open)."""
+        await self._load()
+        self.loaded = True
+
+    async def _load(self) -> None:
         for row in await self.service.history.store.integrations():
             if row.id in self.rows:
                 continue

@@ -64,7 +64,7 @@ class SelectorBody(msgspec.Struct, forbid_unknown_fields=True):
     requirements: list[Requirement]
 
 
-async def _require(request: Request, role: Role) -> None:
+async def _require(request: Request, role: Role, service: Service) -> None:
     """``role`` everywhere: integrations are cluster-wide, so a grant limited to some
     namespaces (a reader of team-a) does not reach them."""
     principal = await require(request, role)
@@ -74,6 +74,10 @@ async def _require(request: Request, role: Role) -> None:
             "forbidden",
             f"{principal.name} has role {principal.role.name.lower()} only in some "
             "namespaces; integrations are cluster-wide",
+        )
+    if not service.integrations.loaded:
+        raise ApiProblem(
+            503, "not_ready", "the registered clusters are not loaded yet (the store is down?)"
         )
 
 
@@ -151,11 +155,11 @@ def routes(service: Service) -> list[Route]:
     integrations = service.integrations
 
     async def list_(request: Request) -> Response:
-        await _require(request, Role.READER)
+        await _require(request, Role.READER, service)
         return _json({"items": integrations.views()})
 
     async def create(request: Request) -> Response:
-        await _require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN, service)
         body = await decode_body(request, IntegrationBody, MAX_BODY)
         try:
             view = await integrations.create(_spec(body, need_name=True))
@@ -164,7 +168,7 @@ def routes(service: Service) -> list[Route]:
         return _json(view, 201)
 
     async def test(request: Request) -> Response:
-        await _require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN, service)
         body = await decode_body(request, IntegrationBody, MAX_BODY)
         try:
             result = await integrations.test(_spec(body, need_name=False))
@@ -175,7 +179,7 @@ def routes(service: Service) -> list[Route]:
         return _json(_validation(result))
 
     async def selector(request: Request) -> Response:
-        await _require(request, Role.READER)
+        await _require(request, Role.READER, service)
         body = await decode_body(request, SelectorBody, MAX_BODY)
         try:
             built = build_selector([(r.key, r.operator, r.values) for r in body.requirements])
@@ -184,14 +188,14 @@ def routes(service: Service) -> list[Route]:
         return _json({"selector": built})
 
     async def get(request: Request) -> Response:
-        await _require(request, Role.READER)
+        await _require(request, Role.READER, service)
         try:
             return _json(integrations.view(request.path_params["id"]))
         except IntegrationError as exc:
             return _problem(exc)
 
     async def update(request: Request) -> Response:
-        await _require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN, service)
         body = await decode_body(request, IntegrationBody, MAX_BODY)
         if body.kubeconfig is not None or body.context is not None:
             raise ApiProblem(
@@ -212,7 +216,7 @@ def routes(service: Service) -> list[Route]:
         return _json(view)
 
     async def delete(request: Request) -> Response:
-        await _require(request, Role.ADMIN)
+        await _require(request, Role.ADMIN, service)
         try:
             await integrations.delete(request.path_params["id"])
         except IntegrationError as exc:
@@ -220,7 +224,7 @@ def routes(service: Service) -> list[Route]:
         return Response(status_code=204)
 
     async def pods(request: Request) -> Response:
-        await _require(request, Role.READER)
+        await _require(request, Role.READER, service)
         unknown = sorted(set(request.query_params) - _ALLOWED_PREVIEW_PARAMS)
         if unknown:
             raise ApiProblem(
