@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from podindex.model import Container, Pod, PodState, Workload
+from podindex.model import Pod, PodState, Workload
 
 
 class OwnerAnswer(msgspec.Struct, gc=False):
@@ -47,13 +47,17 @@ class PodAnswer(msgspec.Struct, gc=False):
     workload: WorkloadAnswer | None
     selector_labels: dict[str, str]
     owner: OwnerAnswer | None
-    containers: tuple[Container, ...]
-    """``Container`` encodes as ``{"name", "image"}``, the answer's shape."""
+    containers: tuple[ContainerAnswer, ...]
     creation_timestamp: str | None
     start_time: str | None
     deletion_timestamp: str | None
     released_at: str | None
     source: str
+
+
+class ContainerAnswer(msgspec.Struct, gc=False):
+    name: str
+    image: str
 
 
 class PodRef(msgspec.Struct, gc=False):
@@ -136,7 +140,7 @@ def pod_answer(
         WorkloadAnswer(workload.kind, workload.name) if workload.kind else None,
         workload.selector_labels,
         owner,
-        spec.containers or (),
+        tuple(ContainerAnswer(c.name, c.image) for c in spec.containers or ()),
         meta.creationTimestamp,
         status.startTime,
         meta.deletionTimestamp,
