@@ -161,6 +161,11 @@ class Service:
             self._tasks.clear()
             for sync in self.clusters.values():
                 await sync.client.close()
+            if self.integrations.loaded:
+                try:  # each integration's last sync and error, for the next start
+                    await asyncio.wait_for(self.integrations.tick(), 5.0)
+                except TimeoutError:
+                    log.warning("integrations: health not saved at shutdown (store too slow)")
             await self._close_history()
 
     async def _load_history(self) -> None:
