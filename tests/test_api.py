@@ -275,3 +275,26 @@ async def test_plus_in_the_query_is_a_space_on_every_path(
     mark_synced(service, recorded_pods())
     assert (await client.get("/pod?ip=10.244.2.10+")).status_code == 200
     assert (await client.get("/pod?ip=10.244.2.10%20")).status_code == 200
+
+
+async def test_metrics_count_lookups_updates_and_time_routes(
+    client: httpx.AsyncClient, service: Service
+) -> None:
+    pods = recorded_pods()
+    mark_synced(service, pods)
+    ip = pods[0].status.podIP
+    assert ip
+    await client.get("/pod", params={"ip": ip})
+    await client.get("/pod", params={"ip": "10.99.99.99"})
+    await client.get("/pods")
+    await client.get("/nowhere")
+    text = (await client.get("/metrics")).text
+    assert 'podindex_ip_lookups_total{result="hit"} 1.0' in text
+    assert 'podindex_ip_lookups_total{result="miss"} 1.0' in text
+    assert 'podindex_request_duration_seconds_count{route="/pod"} 2.0' in text
+    assert 'podindex_request_duration_seconds_count{route="/pods"} 1.0' in text
+    assert 'podindex_request_duration_seconds_count{route="unmatched"} 1.0' in text
+    assert 'podindex_request_duration_seconds_bucket{le="+Inf",route="/pods"} 1.0' in text
+    assert 'podindex_index_updates_total{cluster="default",result="applied"} 0.0' in text
+    namespace = pods[0].metadata.namespace
+    assert f'podindex_pods_tracked{{cluster="default",namespace="{namespace}"}}' in text

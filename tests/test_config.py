@@ -169,3 +169,17 @@ def test_serve_refuses_a_bad_cluster_configuration_before_starting(
     assert "does not exist" in capsys.readouterr().err
     assert main(["serve", "--server", "ftp://example"]) == 2
     assert "https://" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_or_malformed_secret_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from podindex.cli import main
+
+    assert main(["serve", "--secret-key-file", str(tmp_path / "missing.key")]) == 2
+    assert "cannot read secret_key_file" in capsys.readouterr().err
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a fernet key")
+    assert main(["serve", "--secret-key-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a Fernet key" in err and "not a fernet key" not in err

@@ -943,6 +943,43 @@ def test_pods_of_one_replicaset_share_their_values() -> None:
     assert first.metadata.labels is not second.metadata.labels  # the inputs were separate
 
 
+def test_rapid_restarts_replace_the_grace_entry() -> None:
+    """A StatefulSet pod restarting twice within the grace: the newest instance is shown,
+    for its own full grace, and the first deadline expires nothing."""
+    index = Index(grace_seconds=30)
+    first = new_pod("db-0", "uid-1", ips=["10.244.1.50"], created="2026-11-23T13:00:00Z")
+    second = new_pod("db-0", "uid-2", ips=["10.244.1.50"], created="2026-11-23T13:00:05Z")
+    index.upsert_pod(C1, first, T0)
+    index.delete_pod(C1, first, T0 + 1)
+    index.upsert_pod(C1, second, T0 + 2)  # the IP comes back: the grace is cancelled
+    assert live(index, "10.244.1.50", T0 + 2)["uid"] == "uid-2"
+    index.delete_pod(C1, second, T0 + 3)
+    index.expire(T0 + 31)  # the first instance's deadline
+    found = answer(index, "10.244.1.50", T0 + 31)
+    assert found is not None and found[1]["uid"] == "uid-2"
+    assert found[1]["state"] == "terminated"
+    index.expire(T0 + 33)
+    assert index.lookup_ip("10.244.1.50", T0 + 33) is None
+
+
+def test_forgetting_a_cluster_drops_its_pods_and_grace_entries_only() -> None:
+    index = Index(grace_seconds=30)
+    index.changes = []
+    kept = new_pod("a", "uid-a", ips=["10.244.1.60"])
+    gone = new_pod("b", "uid-b", ips=["10.244.1.61"])
+    leaving = new_pod("c", "uid-c", ips=["10.244.1.62"])
+    index.upsert_pod(C1, kept, T0)
+    index.upsert_pod(C2, gone, T0)
+    index.upsert_pod(C2, leaving, T0)
+    index.delete_pod(C2, leaving, T0 + 1)  # in its grace period
+    index.changes.clear()
+    index.forget_cluster(C2, T0 + 2)
+    assert index.lookup_ip("10.244.1.61", T0 + 2) is None
+    assert index.lookup_ip("10.244.1.62", T0 + 2) is None
+    assert live(index, "10.244.1.60", T0 + 2)["uid"] == "uid-a"
+    assert [(c.record.key, c.dead) for c in index.changes] == [((C2, "uid-b"), True)]
+
+
 def test_kubectl_columns_follow_status_only_events_without_a_history_change() -> None:
     index = Index()
     index.changes = []

@@ -117,3 +117,56 @@ def test_longest_valid_key_and_value() -> None:
     key = "p" * 253 + "/" + "k" * 63
     selector = parse_selector(f"{key}={'v' * 63}")
     assert selector.matches({key: "v" * 63})
+
+
+# --- the builder --------------------------------------------------------------
+
+
+def test_builder_makes_the_documented_example() -> None:
+    from podindex.selectors import build_selector
+
+    built = build_selector([("app", "=", ["backend"]), ("env", "in", ["prod", "staging"])])
+    assert built == "app=backend,env in (prod,staging)"
+
+
+def test_builder_round_trips_every_operator() -> None:
+    from podindex.selectors import build_selector
+
+    built = build_selector(
+        [
+            ("a", "==", ["1"]),
+            ("b", "!=", ["2"]),
+            ("c", "notin", ["x", "y"]),
+            ("app.kubernetes.io/name", "exists", []),
+            ("d", "!exists", []),
+        ]
+    )
+    assert built == "a=1,b!=2,c notin (x,y),app.kubernetes.io/name,!d"
+    selector = parse_selector(built)
+    assert selector.matches({"a": "1", "c": "z", "app.kubernetes.io/name": "web"})
+    assert not selector.matches({"a": "1", "c": "x", "app.kubernetes.io/name": "web"})
+    assert not selector.matches({"a": "1", "app.kubernetes.io/name": "web", "d": ""})
+    assert build_selector([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("requirements", "index", "text"),
+    [
+        ([("app", "~", ["x"])], 0, "unknown operator"),
+        ([("app", "=", ["x"]), ("env", "=", [])], 1, "exactly one"),
+        ([("app", "=", ["x", "y"])], 0, "exactly one"),
+        ([("a", "exists", []), ("env", "in", [])], 1, "at least one"),
+        ([("env", "exists", ["x"])], 0, "no values"),
+        ([("bad key!", "=", ["x"])], 0, "invalid label key"),
+        ([("a", "=", ["x"]), ("b", "=", ["x"]), ("c", "in", ["ok", "not ok"])], 2, "value"),
+    ],
+)
+def test_builder_names_the_bad_requirement(
+    requirements: list[tuple[str, str, list[str]]], index: int, text: str
+) -> None:
+    from podindex.selectors import RequirementError, build_selector
+
+    with pytest.raises(RequirementError) as caught:
+        build_selector(requirements)
+    assert caught.value.index == index
+    assert f"requirements[{index}]" in str(caught.value) and text in str(caught.value)

@@ -54,6 +54,8 @@ _SERVE_FLAGS: dict[str, str] = {
     "tls_key": "PEM private key for --tls-cert",
     "allowed_origins": "origins allowed to open WebSockets besides the page's own host "
     "(comma-separated, e.g. https://dash.example.com)",
+    "secret_key_file": "Fernet key that encrypts integration tokens at rest; without it no "
+    "integration can be registered",
     "trusted_proxies": "/authz: comma-separated CIDRs of proxies whose forwarded headers "
     "name the caller (default: none)",
     "forwarded_headers": "/authz: client-address headers read from a trusted proxy, first "
@@ -142,6 +144,19 @@ def check_tokens_file(settings: Settings) -> str | None:
     return None
 
 
+def check_secret_key(settings: Settings) -> str | None:
+    """Read the integrations' key once here: a missing or malformed one stops ``serve``."""
+    from podindex.sealing import Sealer, SealingError
+
+    if settings.secret_key_file is None:
+        return None
+    try:
+        Sealer.from_file(settings.secret_key_file)
+    except SealingError as exc:
+        return f"secret_key_file: {exc}"
+    return None
+
+
 def check_policy(settings: Settings) -> str | None:
     """A bad forward-auth policy file stops the start, naming its line."""
     from podindex.api.authz import PolicyError, read_policy
@@ -157,7 +172,7 @@ def check_policy(settings: Settings) -> str | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    problem = check_tokens_file(settings) or check_policy(settings)
+    problem = check_tokens_file(settings) or check_secret_key(settings) or check_policy(settings)
     if problem is None and settings.watch:
         problem = check_access(settings)
     if problem is not None:

@@ -35,15 +35,20 @@ class PodSink:
         self.index = index
         self.cluster = cluster
         self.clock = clock
+        self.updates = {"applied": 0, "ignored": 0, "relisted": 0}
+        """Index updates by result: an event applied, an event ignored (stale, replayed, or
+        a delete of a pod not held), a whole LIST reconciled. Read by the metrics."""
 
     def replace(self, items: list[Pod], resource_version: str) -> None:
         self.index.replace_pods(self.cluster, items, self.clock(), resource_version)
+        self.updates["relisted"] += 1
 
     def apply(self, event_type: EventType, item: Pod) -> None:
         if event_type == "DELETED":
-            self.index.delete_pod(self.cluster, item, self.clock())
+            applied = self.index.delete_pod(self.cluster, item, self.clock())
         else:
-            self.index.upsert_pod(self.cluster, item, self.clock())
+            applied = self.index.upsert_pod(self.cluster, item, self.clock())
+        self.updates["applied" if applied else "ignored"] += 1
 
 
 class OwnerSink:
@@ -104,8 +109,9 @@ class ClusterSync:
         self.cluster_id = cluster_id
         self.client = client
         self.options = options or WatchOptions()
+        self.pod_sink = PodSink(index, cluster_id, clock)
         self.pods: Watcher[Pod] = self._watcher(
-            PODS, Pod, PodList, PodSink(index, cluster_id, clock), trim=index.sharing.pod
+            PODS, Pod, PodList, self.pod_sink, trim=index.sharing.pod
         )
         # Owners are not filtered by the pods' label selector: their labels differ.
         self.replicasets: Watcher[PartialObjectMetadata] = self._watcher(

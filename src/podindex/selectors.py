@@ -11,7 +11,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,3 +134,50 @@ def parse_selector(text: str | None) -> Selector:
 
 def selector_from_labels(labels: Mapping[str, str]) -> Selector:
     return Selector(tuple(Requirement(k, "=", frozenset({v})) for k, v in sorted(labels.items())))
+
+
+# --- building a selector from structured requirements (the integrations UI) ----
+
+BUILDER_OPERATORS = ("=", "==", "!=", "in", "notin", "exists", "!exists")
+
+
+class RequirementError(SelectorError):
+    """One structured requirement is invalid; ``index`` says which (0-based)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(f"requirements[{index}]: {message}")
+        self.index = index
+
+
+def build_selector(requirements: Sequence[tuple[str, str, Sequence[str]]]) -> str:
+    """``(key, operator, values)`` triples as a selector string (AND of all; empty: everything).
+
+    Operators: ``=``/``==``/``!=`` take one value, ``in``/``notin`` one or
+    more, ``exists``/``!exists`` none. The result parses back with
+    :func:`parse_selector` to the same requirements.
+    """
+    parts: list[str] = []
+    for i, (key, operator, values) in enumerate(requirements):
+        try:
+            _check_key(key)
+            for value in values:
+                _check_value(value)
+        except SelectorError as exc:
+            raise RequirementError(i, str(exc)) from None
+        if operator not in BUILDER_OPERATORS:
+            raise RequirementError(
+                i, f"unknown operator {operator[:20]!r}; use one of {', '.join(BUILDER_OPERATORS)}"
+            )
+        if operator in ("=", "==", "!="):
+            if len(values) != 1:
+                raise RequirementError(i, f"operator {operator!r} takes exactly one value")
+            parts.append(f"{key}{'!=' if operator == '!=' else '='}{values[0]}")
+        elif operator in ("in", "notin"):
+            if not values:
+                raise RequirementError(i, f"operator {operator!r} takes at least one value")
+            parts.append(f"{key} {operator} ({','.join(sorted(set(values)))})")
+        else:
+            if values:
+                raise RequirementError(i, f"operator {operator!r} takes no values")
+            parts.append(key if operator == "exists" else f"!{key}")
+    return ",".join(parts)

@@ -8,6 +8,7 @@ so their first lists reconcile it with the clusters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from dataclasses import dataclass, field
 from podindex.cluster import ClusterSync, WatchOptions
 from podindex.history import HistoryWriter
 from podindex.index import Index
+from podindex.integrations import Integrations
 from podindex.kube.client import KubeClient
 from podindex.kube.config import ClusterAccess, discover_access, explicit_access
 from podindex.kube.errors import ConfigError
+from podindex.sealing import Sealer, SealingError
 from podindex.settings import Settings
 from podindex.store.base import StoreError, open_store
 
@@ -32,12 +35,23 @@ class Service:
     clusters: dict[str, ClusterSync] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     expiry_interval: float = 1.0
+    integrations: Integrations = field(init=False)
+    integration_clusters: set[str] = field(default_factory=set)
+    """Clusters that are integrations: readiness does not wait for them."""
+    _group: asyncio.TaskGroup | None = field(default=None, init=False)
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.index = Index(grace_seconds=self.settings.grace_period)
         self.history = HistoryWriter(
             open_store(self.settings.store), self.index, retention=self.settings.retention
         )
+        key_file = self.settings.secret_key_file
+        try:
+            sealer = Sealer.from_file(key_file) if key_file else None
+        except SealingError as exc:
+            raise ConfigError(f"secret_key_file: {exc}") from None
+        self.integrations = Integrations(self, sealer)
 
     _ready: bool = field(default=False, init=False)
 
@@ -45,12 +59,15 @@ class Service:
     def ready(self) -> bool:
         """History is loaded and every configured cluster finished its initial sync.
 
-        Without watching (a broker only), loaded history is enough. Asked on
-        every lookup: once true it stays true until a cluster is added.
+        Integrations do not count: one unreachable registered cluster must not
+        take every lookup down; each reports its own health instead. Without
+        watching (a broker only), loaded history is enough. Asked on every
+        lookup: once true it stays true until a configured cluster is added.
         """
         if not self._ready:
-            synced = all(c.ready for c in self.clusters.values())
-            watching = bool(self.clusters) or not self.settings.watch
+            core = [c for i, c in self.clusters.items() if i not in self.integration_clusters]
+            synced = all(c.ready for c in core)
+            watching = bool(core) or not self.settings.watch
             self._ready = self.history.loaded and watching and synced
         return self._ready
 
@@ -66,13 +83,24 @@ class Service:
             )
         return access
 
-    async def add_cluster(self, cluster_id: str, access: ClusterAccess) -> ClusterSync:
+    async def add_cluster(
+        self,
+        cluster_id: str,
+        access: ClusterAccess,
+        options: WatchOptions | None = None,
+        *,
+        integration: bool = False,
+    ) -> ClusterSync:
+        """Watch one more cluster (at once if the service is running)."""
         s = self.settings
+        if cluster_id in self.clusters:
+            raise ValueError(f"cluster {cluster_id} is already watched")
         sync = ClusterSync(
             cluster_id,
             KubeClient(access),
             self.index,
-            WatchOptions(
+            options
+            or WatchOptions(
                 namespace=s.namespace,
                 label_selector=s.selector,
                 page_size=s.page_size,
@@ -80,21 +108,64 @@ class Service:
             ),
         )
         self.clusters[cluster_id] = sync
-        self._ready = False
+        if integration:
+            self.integration_clusters.add(cluster_id)
+        else:
+            self._ready = False
+        if self._group is not None:
+            self._start(sync)
         return sync
+
+    async def remove_cluster(self, cluster_id: str, *, forget: bool) -> None:
+        """Stop a cluster's watchers; with ``forget`` its pods leave the index (recorded dead)."""
+        sync = self.clusters.pop(cluster_id, None)
+        self.integration_clusters.discard(cluster_id)
+        task = self._tasks.pop(cluster_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if sync is not None:
+            await sync.client.close()
+        if forget:
+            self.index.forget_cluster(cluster_id, time.time())
+
+    def _start(self, sync: ClusterSync) -> None:
+        assert self._group is not None
+        task = self._group.create_task(self._watch(sync), name=f"cluster {sync.cluster_id}")
+        self._tasks[sync.cluster_id] = task
+
+    async def _watch(self, sync: ClusterSync) -> None:
+        """One cluster's watchers. A bug that stops an integration's is logged (its health
+        shows it) rather than taking the service and the other clusters down."""
+        try:
+            await sync.run()
+        except Exception:
+            if sync.cluster_id not in self.integration_clusters:
+                raise
+            log.exception("cluster %s: watchers stopped by an unexpected error", sync.cluster_id)
 
     async def run(self) -> None:
         """Load history, then watch every cluster, write history and expire grace entries."""
         try:
             await self._load_history()
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 group.create_task(self.history.run(), name="history")
                 for sync in self.clusters.values():
-                    group.create_task(sync.run(), name=f"cluster {sync.cluster_id}")
+                    self._start(sync)
                 group.create_task(self._expire_loop(), name="expiry")
+                group.create_task(self.integrations.run(), name="integration health")
         finally:
+            self._group = None
+            self._tasks.clear()
             for sync in self.clusters.values():
                 await sync.client.close()
+            if self.integrations.loaded:
+                try:  # each integration's last sync and error, for the next start
+                    await asyncio.wait_for(self.integrations.tick(), 5.0)
+                except TimeoutError:
+                    log.warning("integrations: health not saved at shutdown (store too slow)")
             await self._close_history()
 
     async def _load_history(self) -> None:
@@ -103,6 +174,7 @@ class Service:
         while True:
             try:
                 await self.history.store.open()
+                await self.integrations.load()
                 await self.history.load(set(self.clusters))
                 return
             except StoreError as exc:

@@ -56,6 +56,9 @@ class Settings:
     allowed_origins: str | None = None
     """Browser origins (comma-separated, ``*`` for any) allowed to open WebSockets besides
     the page's own host."""
+    # --- integrations (registered clusters) ---
+    secret_key_file: str | None = None
+    """A Fernet key that encrypts integration tokens at rest; without it none can be created."""
     # --- forward-auth (GET /authz) ---
     trusted_proxies: str | None = None
     """Comma-separated CIDRs whose forwarded headers name the caller (default: none)."""

@@ -18,11 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podindex.api import attribution, broker, dashboard, errors, openapi, podwatcher, sessions
+from podindex.api import (
+    attribution,
+    broker,
+    dashboard,
+    errors,
+    integrations,
+    openapi,
+    podwatcher,
+    sessions,
+)
 from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.authz import Authz, AuthzCollector
 from podindex.api.lookup import ASGIApp, LookupFastPath
-from podindex.api.metrics import CONTENT_TYPE, Metrics
+from podindex.api.metrics import CONTENT_TYPE, Metrics, TimedRoutes
 from podindex.kube.errors import KubeError
 from podindex.kube.tokenreview import ReviewedUser, review_token
 from podindex.logs import configure_logging
@@ -72,6 +81,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *podwatcher.routes(service),
             *broker.routes(service),
             *attribution.routes(service),
+            *integrations.routes(service),
             *dashboard.routes(service),
             *sessions.routes(service),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
@@ -85,7 +95,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.authenticator = authenticator
-    return LookupFastPath(app, service, metrics, authenticator, authz)
+    return LookupFastPath(TimedRoutes(app, metrics.latency), service, metrics, authenticator, authz)
 
 
 def authenticator_for(service: Service) -> Authenticator:

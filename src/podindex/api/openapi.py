@@ -12,8 +12,10 @@ from typing import Any
 import msgspec
 
 from podindex import __version__
+from podindex.api import integrations
 from podindex.api.attribution import AttributeRequest, AttributeResponse
 from podindex.api.broker import BrokerRow, MarkDead, PodSpecPush
+from podindex.integrations import Preview, View
 
 _ERROR = {
     "type": "object",
@@ -217,9 +219,207 @@ def _broker_paths() -> dict[str, Any]:
     }
 
 
+# --- integrations (registered clusters) -----------------------------------------
+
+_INTEGRATIONS = integrations.PREFIX
+_VALIDATION = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success", "error"]},
+        "server_version": {"type": "string", "description": "with success"},
+        "phase": {
+            "type": "string",
+            "enum": ["certificate", "reachability", "authentication"],
+            "description": "with error: the first phase that failed",
+        },
+        "message": {"type": "string"},
+    },
+}
+_VALIDATION_FAILED = {
+    "description": "Validation failed in one phase; nothing was saved",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "error": {"enum": ["validation_failed"]},
+                    "phase": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+
+
+def _integration_paths() -> dict[str, Any]:
+    ident = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/IntegrationBody"}}
+        },
+    }
+    view = _json_body("View", "The integration (never its token)")
+    bad = _error(
+        "A field is invalid (its name is in the error code: invalid_endpoint, invalid_name, "
+        "invalid_namespace, invalid_label_selector, invalid_selector_requirement naming "
+        "requirements[i], invalid_kubeconfig, invalid_body, invalid_json)"
+    )
+    return {
+        _INTEGRATIONS: {
+            "get": {
+                "summary": "Every registered cluster with its health",
+                "responses": {
+                    "200": {
+                        "description": "{items: [integration…]} ordered by name",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "items": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/View"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            },
+            "post": {
+                "summary": "Register a cluster: validated, token sealed, then watched",
+                "description": (
+                    "endpoint (https only) + ca_cert (PEM) + bearer_token, or kubeconfig (text) "
+                    "and context; optional namespace and label_selector (or "
+                    "selector_requirements). Validation runs certificate → reachability → "
+                    "authentication first."
+                ),
+                "requestBody": body,
+                "responses": {
+                    "201": view,
+                    "400": bad,
+                    "409": _error(
+                        "name_taken, or no_secret_key (no secret_key_file is configured)"
+                    ),
+                    "422": _VALIDATION_FAILED,
+                    "503": _error("the store did not answer"),
+                },
+            },
+        },
+        f"{_INTEGRATIONS}/test": {
+            "post": {
+                "summary": "Validate endpoint, CA and token, phase by phase; saves nothing",
+                "requestBody": body,
+                "responses": {
+                    "200": {
+                        "description": "The outcome",
+                        "content": {"application/json": {"schema": _VALIDATION}},
+                    },
+                    "400": bad,
+                },
+            }
+        },
+        f"{_INTEGRATIONS}/selector": {
+            "post": {
+                "summary": "Build a label selector from structured requirements",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SelectorBody"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "{selector: string}",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"selector": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("a requirement is invalid: requirements[i] is named"),
+                },
+            }
+        },
+        _INTEGRATIONS + "/{id}": {
+            "get": {
+                "summary": "One integration with its health",
+                "parameters": [ident],
+                "responses": {"200": view, "404": _error("no such integration")},
+            },
+            "patch": {
+                "summary": "Change fields (all optional); watchers restart only if the "
+                "endpoint, CA, token, namespace or selector changed",
+                "parameters": [ident],
+                "requestBody": body,
+                "responses": {
+                    "200": view,
+                    "400": bad,
+                    "404": _error("no such integration"),
+                    "409": _error("name_taken or no_secret_key"),
+                    "422": _VALIDATION_FAILED,
+                },
+            },
+            "put": {
+                "summary": "Same as PATCH",
+                "parameters": [ident],
+                "requestBody": body,
+                "responses": {"200": view, "404": _error("no such integration")},
+            },
+            "delete": {
+                "summary": "Stop watching; its pods leave the index (dead in history)",
+                "parameters": [ident],
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "404": _error("no such integration"),
+                },
+            },
+        },
+        _INTEGRATIONS + "/{id}/pods": {
+            "get": {
+                "summary": "Preview the integration's pods (with IPs) matching a selector",
+                "parameters": [
+                    ident,
+                    {
+                        "name": "selector",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "a Kubernetes label selector; empty matches all",
+                    },
+                ],
+                "responses": {
+                    "200": _json_body("Preview", "A sample (at most 100) and the total"),
+                    "400": _error("invalid_selector or unknown_parameter"),
+                    "404": _error("no such integration"),
+                },
+            }
+        },
+    }
+
+
 def _struct_schemas() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [PodSpecPush, MarkDead, BrokerRow, AttributeRequest, AttributeResponse],
+        [
+            PodSpecPush,
+            MarkDead,
+            BrokerRow,
+            AttributeRequest,
+            AttributeResponse,
+            integrations.IntegrationBody,
+            integrations.SelectorBody,
+            View,
+            Preview,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     return components
@@ -472,7 +672,19 @@ _ADMIN_OPERATIONS = (
     ("/pod/spec", "post"),
     ("/pod/mark_dead", "post"),
     ("/api/clusters/{cluster}/namespaces/{namespace}/pods/{name}", "delete"),
+    (_INTEGRATIONS, "post"),
+    (f"{_INTEGRATIONS}/test", "post"),
+    (_INTEGRATIONS + "/{id}", "patch"),
+    (_INTEGRATIONS + "/{id}", "put"),
+    (_INTEGRATIONS + "/{id}", "delete"),
 )
+_READER_OPERATIONS = (
+    (_INTEGRATIONS, "get"),
+    (f"{_INTEGRATIONS}/selector", "post"),
+    (_INTEGRATIONS + "/{id}", "get"),
+    (_INTEGRATIONS + "/{id}/pods", "get"),
+)
+"""Integration reads need a reader whatever --lookup-access says."""
 _OPEN_PATHS = ("/health", "/ready", "/openapi.json", "/authz")
 
 
@@ -501,7 +713,10 @@ def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
                 else _error
             )
             responses.setdefault("401", error("no token, or one nobody knows"))
-            if (path, method) in _ADMIN_OPERATIONS:
+            if (path, method) in _READER_OPERATIONS:
+                operation["security"] = [{"bearer": []}]
+                responses.setdefault("403", error("the caller does not have the reader role"))
+            elif (path, method) in _ADMIN_OPERATIONS:
                 operation["security"] = [{"bearer": []}]
                 responses.setdefault("403", error("the caller does not have the admin role"))
             else:
@@ -627,6 +842,7 @@ def document() -> dict[str, Any]:
                 **_broker_paths(),
                 **_dashboard_paths(),
                 **_authz_paths(),
+                **_integration_paths(),
             },
             "components": {
                 "schemas": {

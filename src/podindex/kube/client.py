@@ -17,7 +17,14 @@ import msgspec
 
 from podindex import __version__
 from podindex.kube.config import ClusterAccess
-from podindex.kube.errors import ApiError, StreamStalled, TransportError, Unauthorized, api_error
+from podindex.kube.errors import (
+    ApiError,
+    StreamStalled,
+    TransportError,
+    Unauthorized,
+    Unreachable,
+    api_error,
+)
 from podindex.model import Status
 
 JSON = "application/json"
@@ -141,7 +148,9 @@ class KubeClient:
                 response = await self.session.request(
                     method, url, params=params, headers=headers, timeout=client_timeout, data=body
                 )
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectorError, OSError) as exc:
+                raise Unreachable(f"{method} {path}: {exc!r}") from exc
+            except aiohttp.ClientError as exc:
                 raise TransportError(f"{method} {path}: {exc!r}") from exc
             try:
                 if response.status >= 400:

@@ -229,3 +229,64 @@ async def discover_access(kubeconfig: str | None, context: str | None) -> Cluste
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return in_cluster_access()
     return None
+
+
+@dataclass(frozen=True)
+class KubeconfigCluster:
+    """A kubeconfig context as an integration: endpoint, CA (PEM) and bearer token."""
+
+    context: str
+    endpoint: str
+    ca_pem: str
+    token: str = field(repr=False)
+
+
+def kubeconfig_cluster(text: str, context: str | None) -> KubeconfigCluster:
+    """Read one context of a kubeconfig given as text (a token user with inline CA data).
+
+    Exec plugins, client certificates and file references are not accepted:
+    an integration is stored as endpoint + CA + token, nothing that lives
+    on one machine's disk or needs a local program.
+    """
+    import base64
+
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"kubeconfig is not YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError("kubeconfig is not a mapping")
+
+    def named(section: str, name: str) -> dict[str, object]:
+        for entry in document.get(section) or []:
+            if isinstance(entry, dict) and entry.get("name") == name:
+                inner = entry.get(section[:-1])
+                if isinstance(inner, dict):
+                    return inner
+        raise ConfigError(f"kubeconfig has no {section[:-1]} named {name!r}")
+
+    chosen = context or document.get("current-context")
+    if not isinstance(chosen, str) or not chosen:
+        raise ConfigError("kubeconfig has no current-context; name a context")
+    ctx = named("contexts", chosen)
+    cluster = named("clusters", str(ctx.get("cluster", "")))
+    user = named("users", str(ctx.get("user", "")))
+    server = cluster.get("server")
+    if not isinstance(server, str):
+        raise ConfigError(f"context {chosen!r}: its cluster has no server")
+    ca_data = cluster.get("certificate-authority-data")
+    if not isinstance(ca_data, str):
+        raise ConfigError(f"context {chosen!r}: certificate-authority-data (inline) is required")
+    try:
+        ca_pem = base64.b64decode(ca_data, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"context {chosen!r}: certificate-authority-data is not base64") from None
+    token = user.get("token")
+    if not isinstance(token, str) or not token:
+        raise ConfigError(
+            f"context {chosen!r}: only users with a bearer token can be registered "
+            "(not exec plugins, client certificates or token files)"
+        )
+    return KubeconfigCluster(chosen, server, ca_pem, token)

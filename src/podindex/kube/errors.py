@@ -3,6 +3,7 @@
 KubeError
 ├── ConfigError            no usable kubeconfig / in-cluster / explicit settings
 ├── TransportError         the API server could not be reached or the stream broke
+│   ├── Unreachable        no connection at all: refused, DNS, TLS handshake, connect timeout
 │   └── StreamStalled      a watch sent no bytes (not even a bookmark) for too long
 └── ApiError               the API server answered with a Status (HTTP or ERROR event)
     ├── Unauthorized       401
@@ -24,6 +25,10 @@ class ConfigError(KubeError):
 
 
 class TransportError(KubeError):
+    pass
+
+
+class Unreachable(TransportError):
     pass
 
 

@@ -197,6 +197,10 @@ class Watcher(Generic[T]):
         self.synced = asyncio.Event()
         self.stats = WatchStats()
         self.name = f"{resource.plural}" + (f"/{namespace}" if namespace else "")
+        self.on_sync: Callable[[], None] | None = None
+        """Called after every successful LIST and every WATCH the server accepted."""
+        self.on_error: Callable[[Exception], None] | None = None
+        """Called with every failure the watcher backs off from (a health monitor listens)."""
 
     def _scope_params(self) -> dict[str, str]:
         return {"labelSelector": self.label_selector} if self.label_selector else {}
@@ -274,6 +278,10 @@ class Watcher(Generic[T]):
             async with self.client.watch_lines(
                 self.resource, self.namespace, params, self.stall_timeout
             ) as lines:
+                if stats.consecutive_failures:
+                    self._succeeded()  # the server accepted the watch: reconnected
+                elif self.on_sync is not None:
+                    self.on_sync()
                 async for line in lines:
                     # An undecodable line propagates: run() relists rather than resume
                     # from a version whose next event we can never read.
@@ -341,6 +349,8 @@ class Watcher(Generic[T]):
     def _succeeded(self) -> None:
         self.stats.consecutive_failures = 0
         self.stats.last_sync = self.wall_clock()
+        if self.on_sync is not None:
+            self.on_sync()
 
     def _failed(self, exc: Exception) -> None:
         self.stats.errors += 1
@@ -348,3 +358,5 @@ class Watcher(Generic[T]):
         self.stats.last_error = str(exc)
         if isinstance(exc, StreamStalled):
             self.stats.stalls += 1
+        if self.on_error is not None:
+            self.on_error(exc)

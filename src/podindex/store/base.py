@@ -112,6 +112,38 @@ class Lease(msgspec.Struct, gc=False):
     workload_name: str
 
 
+class StoredIntegration(msgspec.Struct):
+    """A registered cluster (an integration), as the store keeps it.
+
+    ``token`` is the bearer token sealed by the caller (encrypted with the
+    service's key): the store never sees it in the clear. Never shown by
+    ``repr``.
+    """
+
+    id: str
+    name: str
+    endpoint: str
+    ca_cert: str
+    token: bytes
+    namespace: str
+    label_selector: str
+    created_at: float
+    updated_at: float
+    context: str = ""
+    """The kubeconfig context it was registered from, if any (informational)."""
+    last_error: str = ""
+    last_error_phase: str = ""
+    last_sync: float | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredIntegration(id={self.id!r}, name={self.name!r}, endpoint={self.endpoint!r})"
+
+    __str__ = __repr__
+
+
+INTEGRATION_COLUMNS: tuple[str, ...] = tuple(StoredIntegration.__struct_fields__)
+
+
 LEASE_COLUMNS = (
     "l.cluster, l.ip, l.uid, l.held_from, l.held_to, p.namespace, p.name, p.node, "
     "p.workload_identity, p.workload_kind, p.workload_name"
@@ -171,6 +203,17 @@ class Store(Protocol):
         """One pod's row."""
 
     async def pod_object(self, cluster: str, uid: str) -> bytes | None: ...
+
+    # --- integrations (registered clusters) ---------------------------------
+
+    async def integrations(self) -> list[StoredIntegration]:
+        """Every integration, ordered by name."""
+
+    async def save_integration(self, integration: StoredIntegration) -> None:
+        """Insert or replace (by id). A name another integration has: :class:`StoreRejected`."""
+
+    async def delete_integration(self, integration_id: str) -> bool:
+        """Remove one; False when there was none of that id."""
 
 
 def redact(url: str) -> str:

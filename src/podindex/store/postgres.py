@@ -24,12 +24,14 @@ import asyncpg
 import msgspec
 
 from podindex.store.base import (
+    INTEGRATION_COLUMNS,
     LEASE_COLUMNS,
     POD_COLUMNS,
     Lease,
     ObjectCodec,
     PodWrite,
     StoreConfigError,
+    StoredIntegration,
     StoredPod,
     StoreError,
     StoreRejected,
@@ -86,6 +88,17 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO pod_objects (cluster, uid, obj)
         SELECT cluster, uid, pod_obj FROM pods WHERE pod_obj IS NOT NULL;
     ALTER TABLE pods DROP COLUMN pod_obj;
+    """,
+    # 3: registered clusters (integrations); the token column holds ciphertext only.
+    """
+    CREATE TABLE integrations (
+        id text PRIMARY KEY, name text NOT NULL UNIQUE,
+        endpoint text NOT NULL, ca_cert text NOT NULL, token bytea NOT NULL,
+        namespace text NOT NULL, label_selector text NOT NULL,
+        created_at double precision NOT NULL, updated_at double precision NOT NULL,
+        context text NOT NULL, last_error text NOT NULL, last_error_phase text NOT NULL,
+        last_sync double precision
+    );
     """,
 )
 
@@ -220,6 +233,14 @@ _LATEST_BY_IP = (
 )
 _POD = f"{_SELECT} WHERE cluster = $1 AND uid = $2"
 _VERSION = "SELECT coalesce(max(version), 0) FROM podindex_schema"
+
+_SELECT_INTEGRATIONS = f"SELECT {', '.join(INTEGRATION_COLUMNS)} FROM integrations"
+_SAVE_INTEGRATION = (
+    f"INSERT INTO integrations ({', '.join(INTEGRATION_COLUMNS)}) VALUES ("
+    + ", ".join(f"${i + 1}" for i in range(len(INTEGRATION_COLUMNS)))
+    + ") ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in INTEGRATION_COLUMNS if c != "id")
+)
 
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 """What asyncpg raises when the database is unreachable, slow (TimeoutError) or refuses."""
@@ -417,6 +438,30 @@ class PostgresStore:
 
         blob = await self._run("reading a pod object", get)
         return None if blob is None else await self._off_loop(self._codec.decompress, blob)
+
+    async def integrations(self) -> list[StoredIntegration]:
+        async def read(conn: Any) -> list[StoredIntegration]:
+            found = await conn.fetch(f'{_SELECT_INTEGRATIONS} ORDER BY name COLLATE "C", id')
+            return [StoredIntegration(*rec) for rec in found]
+
+        return await self._run("reading integrations", read)
+
+    async def save_integration(self, integration: StoredIntegration) -> None:
+        values = [getattr(integration, c) for c in INTEGRATION_COLUMNS]
+
+        async def save(conn: Any) -> None:
+            await conn.execute(_SAVE_INTEGRATION, *values)
+
+        await self._run("saving an integration", save)
+
+    async def delete_integration(self, integration_id: str) -> bool:
+        async def delete(conn: Any) -> bool:
+            status: str = await conn.execute(
+                "DELETE FROM integrations WHERE id = $1", integration_id
+            )
+            return status != "DELETE 0"
+
+        return await self._run("deleting an integration", delete)
 
     async def _run(self, what: str, job: Callable[[Any], Awaitable[_T]]) -> _T:
         pool = self._pool

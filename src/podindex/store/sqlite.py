@@ -28,6 +28,7 @@ from typing import TypeVar
 import msgspec
 
 from podindex.store.base import (
+    INTEGRATION_COLUMNS,
     LEASE_COLUMNS,
     POD_COLUMNS,
     UPDATED_COLUMNS,
@@ -35,6 +36,7 @@ from podindex.store.base import (
     ObjectCodec,
     PodWrite,
     StoreConfigError,
+    StoredIntegration,
     StoredPod,
     StoreError,
     StoreRejected,
@@ -95,6 +97,16 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO pod_objects (cluster, uid, obj)
         SELECT cluster, uid, pod_obj FROM pods WHERE pod_obj IS NOT NULL;
     ALTER TABLE pods DROP COLUMN pod_obj;
+    """,
+    # 3: registered clusters (integrations); the token column holds ciphertext only.
+    """
+    CREATE TABLE integrations (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+        endpoint TEXT NOT NULL, ca_cert TEXT NOT NULL, token BLOB NOT NULL,
+        namespace TEXT NOT NULL, label_selector TEXT NOT NULL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, context TEXT NOT NULL,
+        last_error TEXT NOT NULL, last_error_phase TEXT NOT NULL, last_sync REAL
+    );
     """,
 )
 
@@ -422,6 +434,38 @@ class SQLiteStore:
             return None if found is None else self._codec.decompress(found[0])
 
         return await self._run(get)
+
+    async def integrations(self) -> list[StoredIntegration]:
+        def read(conn: sqlite3.Connection) -> list[StoredIntegration]:
+            cursor = conn.execute(f"{_SELECT_INTEGRATIONS} ORDER BY name, id")
+            return [StoredIntegration(*values) for values in cursor]
+
+        return await self._run(read)
+
+    async def save_integration(self, integration: StoredIntegration) -> None:
+        values = tuple(getattr(integration, c) for c in INTEGRATION_COLUMNS)
+
+        def save(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(_SAVE_INTEGRATION, values)
+
+        await self._run(save)
+
+    async def delete_integration(self, integration_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cursor = conn.execute("DELETE FROM integrations WHERE id = ?", (integration_id,))
+                return cursor.rowcount > 0
+
+        return await self._run(delete)
+
+
+_SELECT_INTEGRATIONS = f"SELECT {', '.join(INTEGRATION_COLUMNS)} FROM integrations"
+_SAVE_INTEGRATION = (
+    f"INSERT INTO integrations ({', '.join(INTEGRATION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(INTEGRATION_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in INTEGRATION_COLUMNS if c != "id")
+)
 
 
 def _json(values: Collection[str]) -> str:
