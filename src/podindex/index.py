@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Literal, TypeVar
 
 import msgspec
@@ -197,6 +197,9 @@ class Index:
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
         self.sharing = ValueSharing()
         self._listing: Listing | None = None
+        self.observers: list[Callable[[PodRecord | None, PodRecord | None, float], None]] = []
+        """Called after each pod is added, changed in what it holds or is labelled, or
+        removed: (old record, new record, now); None for absent."""
         """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
         self._dead: dict[PodKey, tuple[float, int | None]] = {}
         """Deleted uid -> (forget after, resourceVersion at deletion)."""
@@ -563,6 +566,8 @@ class Index:
             self._unlink(old, record, now)
         self.pods[key] = record
         self._link(record, old)
+        for observer in self.observers:
+            observer(old, record, now)
         if self.changes is not None:
             old_ips = old.ips if old is not None else ()
             self.changes.append(
@@ -660,6 +665,8 @@ class Index:
         del self.pods[record.key]
         if self._listing is not None:
             self._listing.remove(record.key, record.pod)
+        for observer in self.observers:
+            observer(record, None, now)
         if self.changes is not None and final is not None:
             self.changes.append(Change(final, now, True, False, bool(record.ips)))
 
