@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from podindex.sim.ipam import IpPool
+from podindex.sim.logs import DEFAULT_MAX_LINES, ContainerLog
 from podindex.sim.manifests import (
     JSON,
     ContainerParams,
@@ -173,6 +174,8 @@ class FakeCluster:
         grace_scale: float = 0.01,
         initial_resource_version: int = 100,
         too_large_wait: float = 3.0,
+        log_tick: float | None = 1.0,
+        log_max_lines: int = DEFAULT_MAX_LINES,
     ) -> None:
         self.token = token
         self.service_account_tokens: dict[str, JSON] = {}
@@ -189,6 +192,12 @@ class FakeCluster:
         self.active_watches = 0
         self.watches_stalled = False
         self.drop_epoch = 0
+        self.log_tick = log_tick
+        """Seconds between the generated heartbeat lines of every container log (None: none)."""
+        self.log_max_lines = log_max_lines
+        self.container_logs: dict[str, ContainerLog] = {}
+        """Appended log lines by containerID (one entry per container instance)."""
+        self.active_log_follows = 0
         self._rv = initial_resource_version
         self._changed = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -272,6 +281,7 @@ class FakeCluster:
         final = prev.with_resource_version(rv)
         if resource is POD:
             self._track_pod_ip(prev, None)
+            self._forget_container_logs(_decode(prev.body))
         self.tables[resource].remove(prev.key)
         self._publish(Event(rv, "DELETED", final, prev))
         return final
@@ -615,20 +625,167 @@ class FakeCluster:
         entries.append(pod_status_managed_fields(pod_ips, when))
         obj["metadata"]["managedFields"] = entries
 
-    def restart_container(self, namespace: str, name: str, container: str | None = None) -> JSON:
-        """A container restart as the kubelet reports it: restartCount+1, new id and startedAt."""
+    def restart_container(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        *,
+        exit_code: int = 1,
+        last_state: bool = True,
+    ) -> JSON:
+        """A container restart as the kubelet reports it: restartCount+1, new id and startedAt.
+
+        The instance that stopped becomes ``lastState.terminated`` (with its old
+        containerID and ``exit_code``), so ``previous=true`` logs read it;
+        ``last_state=False`` leaves lastState empty, like the hand-written status
+        patch of recording 05. Without ``container`` the first container restarts.
+        """
 
         def apply(obj: JSON) -> None:
             now = rfc3339()
             for cs in obj.get("status", {}).get("containerStatuses", []):
                 if container is None or cs["name"] == container:
+                    if last_state:
+                        terminated = self._terminated_state(cs, exit_code, now)
+                        cs["lastState"] = {"terminated": terminated}
                     cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
                     cs["state"] = {"running": {"startedAt": now}}
                     cs["containerID"] = container_id()
-                    if container is None:
-                        break
+                    break
 
         return self.update_pod(namespace, name, apply)
+
+    def crash_container(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        *,
+        exit_code: int = 1,
+        backoff: str = "10s",
+    ) -> JSON:
+        """The container exited and the kubelet backs off: waiting CrashLoopBackOff.
+
+        The stopped instance becomes ``lastState.terminated`` (its logs stay
+        readable, as for a real crash loop) and restartCount goes up; the pod
+        stays Running but not Ready.
+        """
+
+        def apply(obj: JSON) -> None:
+            now = rfc3339()
+            meta, status = obj["metadata"], obj.get("status", {})
+            crashed = ""
+            for cs in status.get("containerStatuses", []):
+                if container is None or cs["name"] == container:
+                    crashed = cs["name"]
+                    cs["lastState"] = {"terminated": self._terminated_state(cs, exit_code, now)}
+                    cs["state"] = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": f"back-off {backoff} restarting failed container="
+                            f"{cs['name']} pod={meta['name']}_{meta['namespace']}({meta['uid']})",
+                        }
+                    }
+                    cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
+                    cs["ready"] = False
+                    cs["started"] = False
+                    break
+            for cond in status.get("conditions", []):
+                if cond["type"] in ("Ready", "ContainersReady") and cond["status"] == "True":
+                    cond["status"] = "False"
+                    cond["lastTransitionTime"] = now
+                    cond["reason"] = "ContainersNotReady"
+                    cond["message"] = f"containers with unready status: [{crashed}]"
+
+        return self.update_pod(namespace, name, apply)
+
+    @staticmethod
+    def _terminated_state(cs: JSON, exit_code: int, finished: str) -> JSON:
+        state = cs.get("state") or {}
+        running = state.get("running") or state.get("terminated") or {}
+        return {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": running.get("startedAt", finished),
+            "finishedAt": finished,
+            "containerID": cs.get("containerID", ""),
+        }
+
+    # --- container logs ---------------------------------------------------------------
+
+    def container_log(self, container_id: str) -> ContainerLog:
+        """The appended lines of one container instance (created empty on first use)."""
+        log = self.container_logs.get(container_id)
+        if log is None:
+            log = self.container_logs[container_id] = ContainerLog(self.log_max_lines)
+        return log
+
+    def current_container_id(self, namespace: str, name: str, container: str | None = None) -> str:
+        """containerID of a container's current instance (the pod's first container by default)."""
+        pod = self.get_pod(namespace, name)
+        if pod is None:
+            raise NotFound(POD, name)
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            if (container is None or cs["name"] == container) and cs.get("containerID"):
+                return str(cs["containerID"])
+        raise ValueError(f'container "{container}" of pod "{name}" has no running instance')
+
+    def write_log(self, namespace: str, name: str, container: str | None, text: str | bytes) -> int:
+        """Append lines to a container's current log, stamped now; returns how many.
+
+        ``text`` is split at newlines (a missing final newline is added); followers
+        of the log get the lines at once.
+        """
+        raw = text.encode() if isinstance(text, str) else text
+        lines = [line + b"\n" for line in raw.split(b"\n")]
+        if raw.endswith(b"\n"):
+            lines.pop()
+        self.container_log(self.current_container_id(namespace, name, container)).append(lines)
+        return len(lines)
+
+    def emit_log_lines(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None,
+        count: int,
+        template: str = "line {n}",
+    ) -> None:
+        """Append ``count`` generated lines at once (``{n}`` = the line's index in this log)."""
+        log = self.container_log(self.current_container_id(namespace, name, container))
+        first = log.end
+        log.append([(template.format(n=n) + "\n").encode() for n in range(first, first + count)])
+
+    async def pump_log_lines(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None,
+        count: int,
+        *,
+        batch: int = 1000,
+        rate: float | None = None,
+        template: str = "line {n}",
+    ) -> None:
+        """Emit ``count`` lines in batches, at ``rate`` lines/s (None: as fast as possible)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        done = 0
+        while done < count:
+            size = min(batch, count - done)
+            self.emit_log_lines(namespace, name, container, size, template)
+            done += size
+            delay = 0.0 if rate is None else started + done / rate - loop.time()
+            await asyncio.sleep(max(0.0, delay))
+
+    def _forget_container_logs(self, pod: JSON) -> None:
+        """The kubelet removes a pod's container logs with the pod."""
+        for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+            for cs in pod.get("status", {}).get(key) or []:
+                self.container_logs.pop(str(cs.get("containerID", "")), None)
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                self.container_logs.pop(str(last.get("containerID", "")), None)
 
     def delete_pod(
         self,

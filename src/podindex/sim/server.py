@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import web
 
 from podindex.sim import status as st
+from podindex.sim.kubelet import PodLogs, StatusError
 from podindex.sim.selectors import FieldSelector, LabelSelector, SelectorError
 from podindex.sim.store import RESOURCES, Event, Resource, Snapshot, StoredObject, TooOld
 
@@ -139,6 +140,19 @@ def parse_route(path: str) -> Route | None:
     return None
 
 
+def parse_pod_subresource(path: str) -> tuple[str, str, str] | None:
+    """(namespace, pod, subresource) of /api/v1/namespaces/{ns}/pods/{name}/{sub}."""
+    parts = path.split("/")
+    if (
+        len(parts) == 8
+        and parts[1:4] == ["api", "v1", "namespaces"]
+        and parts[5] == "pods"
+        and all(parts[i] for i in (4, 6, 7))
+    ):
+        return parts[4], parts[6], parts[7]
+    return None
+
+
 def bookmark_object(resource: Resource, rv: int, media: str, *, initial_end: bool) -> bytes:
     annotations = b',"annotations":{"k8s.io/initial-events-end":"true"}' if initial_end else b""
     meta = b'"metadata":{"resourceVersion":"%d"%s}' % (rv, annotations)
@@ -202,6 +216,7 @@ class SimServer:
         self.host = "127.0.0.1"
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self.logs = PodLogs(cluster)
         self._transports: set[asyncio.BaseTransport] = set()
 
     @property
@@ -287,7 +302,7 @@ class SimServer:
                     return await self._send_status(request, st.unauthorized())
             try:
                 return await self._route(request)
-            except HttpError as err:
+            except (HttpError, StatusError) as err:
                 return await self._send_status(request, err.body)
             except SelectorError as err:
                 return await self._send_status(request, st.bad_request(str(err)))
@@ -309,6 +324,9 @@ class SimServer:
                 return await self._send(request, 200, [RESOURCE_LISTS[path]])
         if request.method == "POST" and path == TOKEN_REVIEWS:
             return await self._token_review(request)
+        subresource = parse_pod_subresource(path)
+        if subresource is not None:
+            return await self._pod_subresource(request, *subresource)
         route = parse_route(path)
         if route is None:
             if path.startswith(("/api/", "/apis/")) or path in ("/api", "/apis"):
@@ -380,6 +398,17 @@ class SimServer:
             )
             + b"\n"
         )
+
+    # --- pod subresources (served by the emulated kubelet) ------------------------------
+
+    async def _pod_subresource(
+        self, request: web.Request, namespace: str, name: str, subresource: str
+    ) -> web.StreamResponse:
+        if subresource == "log":
+            if request.method != "GET":
+                raise HttpError(st.method_not_allowed())
+            return await self.logs.handle(request, namespace, name)
+        raise HttpError(st.no_such_resource())
 
     # --- GET / DELETE of one object ------------------------------------------------------
 
