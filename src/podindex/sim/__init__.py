@@ -9,9 +9,11 @@ the caller script the cluster's contents and inject faults. See
 
 from podindex.sim.churn import Churn, ChurnStats, PopulateResult, populate
 from podindex.sim.cluster import Conflict, FakeCluster, NotFound
-from podindex.sim.store import JOB, NODE, POD, REPLICASET, Resource
+from podindex.sim.store import EVENT, EVENT_V1, JOB, NODE, POD, REPLICASET, Resource
 
 __all__ = [
+    "EVENT",
+    "EVENT_V1",
     "JOB",
     "NODE",
     "POD",
