@@ -54,6 +54,7 @@ from podindex.sim.manifests import (
     sorted_fields,
 )
 from podindex.sim.server import SimServer
+from podindex.sim.shell import ExecSession
 from podindex.sim.store import (
     EVENT,
     JOB,
@@ -213,6 +214,10 @@ class FakeCluster:
         self.container_logs: dict[str, ContainerLog] = {}
         """Appended log lines by containerID (one entry per container instance)."""
         self.active_log_follows = 0
+        self.exec_sessions: list[ExecSession] = []
+        """Every exec request that reached the emulated kubelet, oldest first."""
+        self.container_files: dict[str, bytes] = {}
+        """Extra files (path -> content) that every container's emulated shell can read."""
         self.lifecycle_events = lifecycle_events
         """Emit the scheduler's and kubelet's events on pod lifecycle changes (off: tests
         that count revisions see only the writes they make)."""

@@ -11,11 +11,13 @@ request checks in the API server's order, then the log read from
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from podindex.sim import status as st
 from podindex.sim.logs import (
@@ -25,10 +27,15 @@ from podindex.sim.logs import (
     LogView,
     TimestampFormatter,
     choose_container,
+    container_names,
     parse_log_options,
     parse_rfc3339,
     resolve_instance,
 )
+from podindex.sim.logs import (
+    parse_bool as _parse_bool,
+)
+from podindex.sim.shell import ExecSession, NotExecutable, Shell, default_files
 from podindex.sim.store import POD
 
 if TYPE_CHECKING:
@@ -238,4 +245,320 @@ async def _wait_either(a: Any, b: Any, max_wait: float) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["LogOptions", "PodLogs", "StatusError", "log_headers"]
+# --- exec ------------------------------------------------------------------------------
+
+V5 = "v5.channel.k8s.io"
+V4 = "v4.channel.k8s.io"
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+BEARER_PROTOCOL = "base64url.bearer.authorization.k8s.io."
+
+
+def go_status(
+    status: str,
+    *,
+    message: str | None = None,
+    reason: str | None = None,
+    details: JSON | None = None,
+    code: int | None = None,
+) -> JSON:
+    """metav1.Status as encoding/json writes it on the error channel (no kind/apiVersion)."""
+    body: JSON = {"metadata": {}, "status": status}
+    if message:
+        body["message"] = message
+    if reason:
+        body["reason"] = reason
+    if details:
+        body["details"] = details
+    if code:
+        body["code"] = code
+    return body
+
+
+def internal_error(cause: str) -> JSON:
+    """apierrors.NewInternalError(err)."""
+    return go_status(
+        "Failure",
+        message=f"Internal error occurred: {cause}",
+        reason="InternalError",
+        details={"causes": [{"message": cause}]},
+        code=500,
+    )
+
+
+def exit_status(argv: list[str], code: int, protocol: str) -> JSON:
+    """The error-channel Status of a command that exited with ``code``.
+
+    v4 comes straight from the kubelet (containerd's CodeExitError text); v5 goes
+    through the API server's stream translator, which re-wraps the exit error
+    that client-go's v4 decoder made of the kubelet's Status.
+    """
+    if code == 0:
+        return go_status("Success")
+    inner = (
+        f"command terminated with exit code {code}"
+        if protocol == V5
+        else f"error executing command [{' '.join(argv)}], exit code {code}"
+    )
+    return go_status(
+        "Failure",
+        message=f"command terminated with non-zero exit code: {inner}",
+        reason="NonZeroExitCode",
+        details={"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    )
+
+
+def offered_protocols(request: web.Request) -> list[str]:
+    raw = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _exec_bool(query: Mapping[str, str], name: str) -> bool:
+    try:
+        return _parse_bool(query, name)
+    except LogError as err:
+        raise StatusError(err.body) from None
+
+
+class PodExec:
+    """GET /api/v1/namespaces/{ns}/pods/{name}/exec, upgraded to a channel.k8s.io WebSocket."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def _container(self, pod: JSON, wanted: str | None) -> str:
+        """streamLocation's container choice and its messages."""
+        name = pod["metadata"]["name"]
+        spec = pod.get("spec", {})
+        containers = [c["name"] for c in spec.get("containers") or []]
+        if not wanted:
+            if len(containers) == 1:
+                return str(containers[0])
+            if not containers:
+                raise StatusError(
+                    st.bad_request(f"a container name must be specified for pod {name}")
+                )
+            message = (
+                f"a container name must be specified for pod {name}, "
+                f"choose one of: [{' '.join(containers)}]"
+            )
+            inits = [c["name"] for c in spec.get("initContainers") or []]
+            if inits:
+                message += f" or one of the init containers: [{' '.join(inits)}]"
+            raise StatusError(st.bad_request(message))
+        if wanted not in container_names(pod):
+            raise StatusError(st.bad_request(f"container {wanted} is not valid for pod {name}"))
+        return wanted
+
+    async def handle(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        q = request.query
+        command = q.getall("command", [])
+        stdin, stdout = _exec_bool(q, "stdin"), _exec_bool(q, "stdout")
+        stderr, tty = _exec_bool(q, "stderr"), _exec_bool(q, "tty")
+        pod = self.cluster.get_pod(namespace, name)
+        if pod is None:
+            raise StatusError(st.not_found(POD, name))
+        container = self._container(pod, q.get("container") or None)
+        if not pod.get("spec", {}).get("nodeName"):
+            raise StatusError(st.bad_request(f"pod {name} does not have a host assigned"))
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise StatusError(st.bad_request("Upgrade request required"))
+        offered = offered_protocols(request)
+        protocol = V5 if V5 in offered else V4 if V4 in offered else None
+        if protocol is None:
+            # x/net/websocket refuses a subprotocol it does not speak: bare 403, no body.
+            return web.Response(status=403, body=b"")
+        if not command:
+            raise StatusError(st.bad_request("you must specify at least one command"))
+        if not (stdin or stdout or stderr):
+            raise StatusError(
+                st.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+            )
+        if tty:
+            stderr = False  # a terminal has one output stream (kubelet NewOptions)
+        instance = self._running_instance(pod, container)
+        if instance is None and protocol == V4:
+            return web.Response(
+                status=500,
+                text=f'container not found ("{container}")',
+                content_type="text/plain",
+            )
+        session = ExecSession(
+            namespace, name, container, list(command), stdin, stdout, stderr, tty, protocol
+        )
+        self.cluster.exec_sessions.append(session)
+        ws = web.WebSocketResponse(protocols=(protocol,), autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        try:
+            first = STDOUT if stdout else STDERR if stderr else ERROR
+            await ws.send_bytes(bytes([first]))
+            if instance is None:
+                cause = f'unable to upgrade connection: container not found ("{container}")'
+                await self._finish(ws, session, internal_error(cause), None)
+            else:
+                await self._run(ws, session, pod, instance)
+        finally:
+            session.ended = True
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    @staticmethod
+    def _running_instance(pod: JSON, container: str) -> str | None:
+        for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+            for cs in pod.get("status", {}).get(key) or []:
+                if cs.get("name") == container and (cs.get("state") or {}).get("running"):
+                    return str(cs.get("containerID", ""))
+        return None
+
+    async def _run(
+        self, ws: web.WebSocketResponse, session: ExecSession, pod: JSON, instance: str
+    ) -> None:
+        stdin: asyncio.Queue[bytes | None] = asyncio.Queue()
+        if not session.stdin:
+            stdin.put_nowait(None)
+
+        async def send(channel: int, data: bytes) -> None:
+            if data and not ws.closed:
+                await ws.send_bytes(bytes([channel]) + data)
+
+        async def out(data: bytes) -> None:
+            if session.stdout:
+                await send(STDOUT, data)
+
+        async def err(data: bytes) -> None:
+            if session.tty:
+                await out(data)
+            elif session.stderr:
+                await send(STDERR, data)
+
+        meta = pod["metadata"]
+        shell = Shell(
+            hostname=meta["name"],
+            files={
+                **default_files(
+                    meta["namespace"], meta["name"], pod.get("status", {}).get("podIP", "")
+                ),
+                **self.cluster.container_files,
+            },
+            out=out,
+            err=err,
+            tty=session.tty,
+            size=lambda: session.sizes[-1] if session.sizes else None,
+        )
+        reader = asyncio.create_task(self._read_client(ws, session, stdin))
+        process = asyncio.create_task(shell.exec(session.command, stdin))
+        killed = asyncio.create_task(self._container_stopped(meta, session.container, instance))
+        try:
+            await asyncio.wait({reader, process, killed}, return_when=asyncio.FIRST_COMPLETED)
+            if process.done():
+                try:
+                    code: int | None = process.result()
+                    status = exit_status(session.command, code or 0, session.protocol)
+                except NotExecutable:
+                    code, status = None, self._not_executable(session)
+                await self._finish(ws, session, status, code)
+            elif killed.done():
+                code = 137  # the container stopped: its processes got SIGKILL
+                await self._finish(
+                    ws, session, exit_status(session.command, code, session.protocol), code
+                )
+        finally:
+            for task in (reader, process, killed):
+                task.cancel()
+            await asyncio.gather(reader, process, killed, return_exceptions=True)
+
+    @staticmethod
+    def _not_executable(session: ExecSession) -> JSON:
+        binary = session.command[0]
+        why = (
+            f"stat {binary}: no such file or directory"
+            if binary.startswith("/")
+            else "executable file not found in $PATH"
+        )
+        runtime = (
+            "error executing command in container: failed to exec in container: failed to start "
+            f'exec "{uuid.uuid4().hex}{uuid.uuid4().hex}": OCI runtime exec failed: exec failed: '
+            f'unable to start container process: exec: "{binary}": {why}: unknown'
+        )
+        kubelet = internal_error(runtime)
+        if session.protocol == V4:
+            return kubelet
+        return internal_error(str(kubelet["message"]))
+
+    @staticmethod
+    async def _finish(
+        ws: web.WebSocketResponse, session: ExecSession, status: JSON, code: int | None
+    ) -> None:
+        session.status = status
+        session.exit_code = code
+        if not ws.closed:
+            await ws.send_bytes(bytes([ERROR]) + json.dumps(status, separators=(",", ":")).encode())
+            await ws.close(code=1000)
+
+    @staticmethod
+    async def _read_client(
+        ws: web.WebSocketResponse, session: ExecSession, stdin: asyncio.Queue[bytes | None]
+    ) -> None:
+        """Client frames: stdin, resize, and (v5) the close signal for a channel."""
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                data = bytes(msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                data = str(msg.data).encode()
+            else:
+                break
+            if not data:
+                continue
+            channel, payload = data[0], data[1:]
+            if channel == STDIN and session.stdin and not session.stdin_closed:
+                session.received += payload
+                if payload:
+                    stdin.put_nowait(payload)
+            elif channel == RESIZE:
+                session.sizes.extend(_terminal_sizes(payload))
+            elif (
+                channel == CLOSE
+                and session.protocol == V5
+                and payload == bytes([STDIN])
+                and not session.stdin_closed
+            ):
+                session.stdin_closed = True
+                stdin.put_nowait(None)
+        stdin.put_nowait(None)
+
+    async def _container_stopped(self, meta: JSON, container: str, instance: str) -> None:
+        """Returns when the exec'd container instance is gone (pod deleted, stopped, restarted)."""
+        cluster = self.cluster
+        while True:
+            pod = cluster.get_pod(meta["namespace"], meta["name"])
+            if pod is None or pod["metadata"]["uid"] != meta["uid"]:
+                return
+            if pod["metadata"].get("deletionTimestamp") is not None:
+                # The kubelet kills containers of a Terminating pod.
+                return
+            if self._running_instance(pod, container) != instance:
+                return
+            await cluster.wait_for_change(None)
+
+
+def _terminal_sizes(payload: bytes) -> list[tuple[int, int]]:
+    """TerminalSize JSON values ({"Width":..,"Height":..}, one per json.Encoder line)."""
+    sizes: list[tuple[int, int]] = []
+    decoder = json.JSONDecoder()
+    text = payload.decode(errors="replace")
+    pos = 0
+    while pos < len(text):
+        while pos < len(text) and text[pos] in " \r\n\t":
+            pos += 1
+        if pos >= len(text):
+            break
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            break
+        if isinstance(value, dict):
+            sizes.append((int(value.get("Width", 0)), int(value.get("Height", 0))))
+    return sizes
+
+
+__all__ = ["V4", "V5", "LogOptions", "PodExec", "PodLogs", "StatusError", "log_headers"]

@@ -162,7 +162,7 @@ class LogOptions:
     limit_bytes: int | None = None
 
 
-def _bool(query: Mapping[str, str], name: str) -> bool:
+def parse_bool(query: Mapping[str, str], name: str) -> bool:
     raw = query.get(name)
     if raw is None:
         return False
@@ -242,11 +242,11 @@ def parse_log_options(query: Mapping[str, str], pod: str, now_ns: int) -> LogOpt
             ) from None
     return LogOptions(
         container=query.get("container") or None,
-        follow=_bool(query, "follow"),
-        previous=_bool(query, "previous"),
+        follow=parse_bool(query, "follow"),
+        previous=parse_bool(query, "previous"),
         since_ns=since_ns,
         tail_lines=tail,
-        timestamps=_bool(query, "timestamps"),
+        timestamps=parse_bool(query, "timestamps"),
         limit_bytes=limit,
     )
 
@@ -459,6 +459,7 @@ __all__ = [
     "choose_container",
     "container_names",
     "format_timestamp",
+    "parse_bool",
     "parse_log_options",
     "parse_rfc3339",
     "render",

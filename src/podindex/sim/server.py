@@ -24,7 +24,7 @@ from aiohttp import web
 
 from podindex.sim import status as st
 from podindex.sim.events import V1_FIELD_LABELS, v1_event
-from podindex.sim.kubelet import PodLogs, StatusError
+from podindex.sim.kubelet import BEARER_PROTOCOL, PodExec, PodLogs, StatusError, offered_protocols
 from podindex.sim.selectors import FieldSelector, LabelSelector, SelectorError
 from podindex.sim.store import (
     EVENT,
@@ -253,6 +253,7 @@ class SimServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self.logs = PodLogs(cluster)
+        self.exec = PodExec(cluster)
         self._transports: set[asyncio.BaseTransport] = set()
 
     @property
@@ -332,10 +333,8 @@ class SimServer:
         if transport is not None:
             self._transports.add(transport)
         try:
-            if self.cluster.token is not None:
-                expected = f"Bearer {self.cluster.token}"
-                if request.headers.get("Authorization", "") != expected:
-                    return await self._send_status(request, st.unauthorized())
+            if self.cluster.token is not None and self._bearer(request) != self.cluster.token:
+                return await self._send_status(request, st.unauthorized())
             try:
                 return await self._route(request)
             except (HttpError, StatusError) as err:
@@ -345,6 +344,21 @@ class SimServer:
         finally:
             if transport is not None:
                 self._transports.discard(transport)
+
+    @staticmethod
+    def _bearer(request: web.Request) -> str | None:
+        """The bearer token: Authorization header, or (WebSockets) a subprotocol entry."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return header[len("Bearer ") :]
+        for protocol in offered_protocols(request):
+            if protocol.startswith(BEARER_PROTOCOL):
+                encoded = protocol[len(BEARER_PROTOCOL) :]
+                try:
+                    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                except (ValueError, binascii.Error):
+                    return None
+        return None
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -481,6 +495,10 @@ class SimServer:
             if request.method != "GET":
                 raise HttpError(st.method_not_allowed())
             return await self.logs.handle(request, namespace, name)
+        if subresource == "exec":
+            if request.method not in ("GET", "POST"):
+                raise HttpError(st.method_not_allowed())
+            return await self.exec.handle(request, namespace, name)
         raise HttpError(st.no_such_resource())
 
     # --- GET / DELETE of one object ------------------------------------------------------
