@@ -308,7 +308,8 @@ class FakeCluster:
         final = prev.with_resource_version(rv)
         if resource is POD:
             self._track_pod_ip(prev, None)
-            self._forget_container_logs(_decode(prev.body))
+            if self.container_logs:
+                self._forget_container_logs(_decode(prev.body))
         self.tables[resource].remove(prev.key)
         self._publish(Event(rv, "DELETED", final, prev))
         return final

@@ -1,11 +1,27 @@
-"""The pod subresources that kube-apiserver hands to the kubelet: ``log`` (and ``exec``).
+"""The pod subresources that kube-apiserver hands to the kubelet: ``log`` and ``exec``.
 
 kube-apiserver answers ``pods/{name}/log`` by validating the options and the
 container name itself, then streaming the kubelet's answer back; kubelet errors
 (a waiting container, no previous instance) come back as 400 Status bodies with
-the kubelet's text as message. This module is that pair, for the emulator:
-request checks in the API server's order, then the log read from
-:mod:`podindex.sim.logs`, plain text, chunked when it streams.
+the kubelet's text as message. ``pods/{name}/exec`` is checked the same way
+(pod, container, node, upgrade) and then becomes a WebSocket: ``v5.channel.k8s.io``
+is served by the API server's stream translator, ``v4.channel.k8s.io`` by the
+kubelet itself, which is why some messages differ between the two. Frames carry
+a channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (a JSON metav1.Status when
+the command ends), 4 resize (``{"Width":..,"Height":..}``), and in v5 only 255
+``[255, channel]`` to close one stream. The server sends one empty frame on the
+lowest open output channel first, and closes with code 1000 after the Status.
+
+Known differences from a real server:
+- a WebSocket request without a supported subprotocol gets a bare 403 (what the
+  kubelet's handshake answers for unknown ones); a real kubelet would also speak
+  the older ``channel.k8s.io``/``base64.channel.k8s.io`` protocols and no protocol;
+- SPDY (``POST`` with ``Upgrade: SPDY/3.1``) is not spoken: it gets 400
+  "Upgrade request required" like a plain GET;
+- an exec without ``command`` is refused with 400 before the upgrade (a real
+  runtime fails it later);
+- resize frames are recorded whether or not ``tty`` was asked for (the real
+  server only reads them for a terminal).
 """
 
 from __future__ import annotations
@@ -185,8 +201,10 @@ class PodLogs:
         seen_rv = -1
         end_ns: int | None = None
         while True:
-            if cluster.resource_version != seen_rv:
-                seen_rv = cluster.resource_version
+            stored = cluster.stored(POD, namespace, name)
+            pod_rv = -1 if stored is None else stored.rv
+            if pod_rv != seen_rv:  # only a write to this pod can end the instance
+                seen_rv = pod_rv
                 end_ns = self._instance_end(namespace, name, uid, container, view)
             now = time.time_ns()
             horizon = now if end_ns is None else end_ns
@@ -529,7 +547,13 @@ class PodExec:
     async def _container_stopped(self, meta: JSON, container: str, instance: str) -> None:
         """Returns when the exec'd container instance is gone (pod deleted, stopped, restarted)."""
         cluster = self.cluster
+        seen_rv = -1
         while True:
+            stored = cluster.stored(POD, meta["namespace"], meta["name"])
+            if stored is not None and stored.rv == seen_rv:
+                await cluster.wait_for_change(None)
+                continue
+            seen_rv = -1 if stored is None else stored.rv
             pod = cluster.get_pod(meta["namespace"], meta["name"])
             if pod is None or pod["metadata"]["uid"] != meta["uid"]:
                 return

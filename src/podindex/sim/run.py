@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--history-limit", type=int, default=10_000)
     parser.add_argument("--ready-file", type=Path, default=None, help="write the URL here when up")
     parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig here")
+    parser.add_argument(
+        "--no-lifecycle-events",
+        dest="lifecycle_events",
+        action="store_false",
+        help="do not emit scheduler/kubelet Events (Scheduled, Pulled, Started, ...) on churn",
+    )
     return parser
 
 
@@ -66,6 +72,7 @@ async def run_simulator(
     bookmark_interval: float = 60.0,
     grace_scale: float = 0.01,
     history_limit: int = 10_000,
+    lifecycle_events: bool = True,
     stop: asyncio.Event | None = None,
 ) -> int:
     """Populate, serve and churn until SIGINT/SIGTERM (or ``stop`` is set); returns 0."""
@@ -82,6 +89,7 @@ async def run_simulator(
         bookmark_interval=bookmark_interval,
         grace_scale=grace_scale,
         history_limit=history_limit,
+        lifecycle_events=lifecycle_events,
     )
     if pods:
         populate(cluster, pods, seed=seed)
@@ -123,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bookmark_interval=args.bookmark_interval,
             grace_scale=args.grace_scale,
             history_limit=args.history_limit,
+            lifecycle_events=args.lifecycle_events,
         )
     )
 
