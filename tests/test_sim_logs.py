@@ -322,3 +322,20 @@ async def test_one_follow_stream_carries_a_high_line_rate(
     rate = total / elapsed
     print(f"log follow: {rate:,.0f} lines/s")
     assert rate > 20_000  # the target is 50k/s end to end; leave room for a loaded machine
+
+
+async def test_restart_after_a_crash_loop_keeps_the_crashed_instance_as_previous(
+    cluster: FakeCluster, http: aiohttp.ClientSession
+) -> None:
+    cluster.write_log("team-a", "web-1", None, "crashing")
+    crashed = cluster.current_container_id("team-a", "web-1")
+    cluster.crash_container("team-a", "web-1", exit_code=2)
+    pod = cluster.restart_container("team-a", "web-1")
+    cs = pod["status"]["containerStatuses"][0]
+    assert cs["restartCount"] == 2 and "running" in cs["state"]
+    assert cs["lastState"]["terminated"]["containerID"] == crashed
+    assert cs["lastState"]["terminated"]["exitCode"] == 2
+    _, _, body = await get(http, cluster, "web-1", previous="true")
+    assert body == b"crashing\n"
+    _, _, body = await get(http, cluster, "web-1")
+    assert body == b""

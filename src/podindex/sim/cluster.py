@@ -686,7 +686,9 @@ class FakeCluster:
             now = rfc3339()
             for cs in obj.get("status", {}).get("containerStatuses", []):
                 if container is None or cs["name"] == container:
-                    if last_state:
+                    was_running = "running" in (cs.get("state") or {})
+                    if last_state and (was_running or not cs.get("lastState")):
+                        # After a crash loop the crashed instance already is lastState.
                         terminated = self._terminated_state(cs, exit_code, now)
                         cs["lastState"] = {"terminated": terminated}
                     cs["restartCount"] = int(cs.get("restartCount", 0)) + 1

@@ -557,9 +557,6 @@ class PodExec:
             pod = cluster.get_pod(meta["namespace"], meta["name"])
             if pod is None or pod["metadata"]["uid"] != meta["uid"]:
                 return
-            if pod["metadata"].get("deletionTimestamp") is not None:
-                # The kubelet kills containers of a Terminating pod.
-                return
             if self._running_instance(pod, container) != instance:
                 return
             await cluster.wait_for_change(None)
