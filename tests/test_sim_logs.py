@@ -85,8 +85,10 @@ async def test_tail_since_and_limit(cluster: FakeCluster, http: aiohttp.ClientSe
     _, _, stamped = await get(http, cluster, "web-1", timestamps=1)
     sixth = stamped.splitlines()[6].split(b" ", 1)[0].decode()
     _, _, body = await get(http, cluster, "web-1", sinceTime=sixth)
-    # sinceTime is RFC 3339 with nanoseconds: lines at or after it.
-    assert body.splitlines() == [f"line {n}".encode() for n in range(6, 10)]
+    # sinceTime reaches the kubelet in whole seconds: the whole second comes back.
+    assert body.splitlines() == [f"line {n}".encode() for n in range(10)]
+    _, _, body = await get(http, cluster, "web-1", sinceTime="2099-01-01T00:00:00Z")
+    assert body == b""
     _, _, body = await get(http, cluster, "web-1", sinceSeconds=60)
     assert len(body.splitlines()) == 10
 

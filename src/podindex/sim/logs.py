@@ -11,7 +11,11 @@ A container instance is named by its ``containerID`` in the pod status. Its
 log is two merged, time-ordered sources: a generated heartbeat line every
 ``tick`` seconds of the instance's life (computed on demand, never stored),
 and lines that tests or load generators append (:class:`ContainerLog`).
-The parameter checks and their error messages follow kube-apiserver's
+``sinceTime`` counts in whole seconds, as on a real server (the API server
+passes it on formatted with ``time.RFC3339``): a client that resumes from the
+last timestamp it saw gets that whole second again and must drop the lines it
+already has (appended lines carry unique nanosecond timestamps to make that
+exact). The parameter checks and their error messages follow kube-apiserver's
 ``LogLocation``/``ValidatePodLogOptions`` and the kubelet's
 ``validateContainerLogStatus``.
 
@@ -232,7 +236,8 @@ def parse_log_options(query: Mapping[str, str], pod: str, now_ns: int) -> LogOpt
         since_ns = now_ns - since_seconds * NS
     elif since_time is not None:
         try:
-            since_ns = parse_rfc3339(since_time)
+            # The API server forwards sinceTime to the kubelet as time.RFC3339: whole seconds.
+            since_ns = parse_rfc3339(since_time) // NS * NS
         except ValueError:
             raise LogError(
                 st.bad_request(
