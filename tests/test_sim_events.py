@@ -176,6 +176,16 @@ async def test_create_errors(cluster: FakeCluster, http: aiohttp.ClientSession) 
     assert invalid["message"].startswith('Event.events.k8s.io "x" is invalid: [')
     assert {c["field"] for c in invalid["details"]["causes"]} >= {"eventTime"}
     assert invalid["details"]["group"] == "events.k8s.io"
+    # The object's namespace must be the request's.
+    elsewhere = json.loads(body)
+    elsewhere["metadata"]["namespace"] = "team-b"
+    status, _, mismatch = await call(http, cluster, "POST", path, elsewhere)
+    assert (status, mismatch["reason"], mismatch["message"]) == (
+        400,
+        "BadRequest",
+        "the namespace of the provided object does not match the namespace sent on the request",
+    )
+    assert "details" not in mismatch
     # A legacy event must be in its object's namespace.
     wrong = json.loads(body)
     wrong["metadata"]["name"] = "y"

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from podindex.sim import status as st
 from podindex.sim.events import (
     InvalidEvent,
     core_event,
@@ -788,9 +789,11 @@ class FakeCluster:
         pod = self.get_pod(namespace, name)
         if pod is None:
             raise NotFound(POD, name)
-        for cs in pod.get("status", {}).get("containerStatuses", []):
-            if (container is None or cs["name"] == container) and cs.get("containerID"):
-                return str(cs["containerID"])
+        status = pod.get("status", {})
+        for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+            for cs in status.get(key) or []:
+                if (container is None or cs["name"] == container) and cs.get("containerID"):
+                    return str(cs["containerID"])
         raise ValueError(f'container "{container}" of pod "{name}" has no running instance')
 
     def write_log(self, namespace: str, name: str, container: str | None, text: str | bytes) -> int:
@@ -930,14 +933,10 @@ class FakeCluster:
         assert isinstance(meta_in, dict)
         if meta_in.get("namespace") and meta_in["namespace"] != namespace:
             raise InvalidEvent(
-                {
-                    **invalid_status("", [], v1_request=v1_request),
-                    "code": 400,
-                    "reason": "BadRequest",
-                    "message": "the namespace of the provided object does not match the "
-                    "namespace sent on the request",
-                    "details": None,
-                }
+                st.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
             )
         name = meta_in.get("name") or ""
         if not name and meta_in.get("generateName"):
