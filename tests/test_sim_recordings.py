@@ -329,7 +329,7 @@ async def test_05_watch_sequence_and_bookmarks(
 
     async def actions() -> None:
         await asyncio.sleep(0.1)
-        cluster.restart_container("team-a", "web-1")
+        cluster.restart_container("team-a", "web-1", last_state=False)
         cluster.set_pod_labels("team-a", "web-2", {"version": "v2"})
         graceful = await call(http, cluster, "/api/v1/namespaces/team-a/pods/db-0", method="DELETE")
         assert graceful.status == 200

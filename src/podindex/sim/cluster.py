@@ -25,7 +25,19 @@ from typing import Any
 
 import msgspec
 
+from podindex.sim import status as st
+from podindex.sim.events import (
+    InvalidEvent,
+    core_event,
+    core_fields_of_v1,
+    invalid_status,
+    managed_entry,
+    micro_time,
+    validate,
+)
+from podindex.sim.events import selectable_fields as event_fields
 from podindex.sim.ipam import DEFAULT_POD_NETWORK, IpPool
+from podindex.sim.logs import DEFAULT_MAX_LINES, ContainerLog
 from podindex.sim.manifests import (
     JSON,
     ContainerParams,
@@ -43,7 +55,9 @@ from podindex.sim.manifests import (
     sorted_fields,
 )
 from podindex.sim.server import SimServer
+from podindex.sim.shell import ExecSession
 from podindex.sim.store import (
+    EVENT,
     JOB,
     NODE,
     POD,
@@ -135,6 +149,8 @@ def selectable_fields(resource: Resource, obj: JSON) -> dict[str, str]:
     """The field-selector inputs of an object (what the API server's *ToSelectableFields return)."""
     if resource is POD:
         return _pod_fields(obj)
+    if resource is EVENT:
+        return event_fields(obj)
     meta = obj["metadata"]
     fields = {"metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", "")}
     status = obj.get("status", {})
@@ -174,6 +190,10 @@ class FakeCluster:
         initial_resource_version: int = 100,
         too_large_wait: float = 3.0,
         pod_network: str = DEFAULT_POD_NETWORK,
+        log_tick: float | None = 1.0,
+        log_max_lines: int = DEFAULT_MAX_LINES,
+        lifecycle_events: bool = False,
+        event_ttl: float | None = 3600.0,
     ) -> None:
         self.token = token
         self.service_account_tokens: dict[str, JSON] = {}
@@ -191,6 +211,23 @@ class FakeCluster:
         self.active_watches = 0
         self.watches_stalled = False
         self.drop_epoch = 0
+        self.log_tick = log_tick
+        """Seconds between the generated heartbeat lines of every container log (None: none)."""
+        self.log_max_lines = log_max_lines
+        self.container_logs: dict[str, ContainerLog] = {}
+        """Appended log lines by containerID (one entry per container instance)."""
+        self.active_log_follows = 0
+        self.exec_sessions: list[ExecSession] = []
+        """Every exec request that reached the emulated kubelet, oldest first."""
+        self.container_files: dict[str, bytes] = {}
+        """Extra files (path -> content) that every container's emulated shell can read."""
+        self.lifecycle_events = lifecycle_events
+        """Emit the scheduler's and kubelet's events on pod lifecycle changes (off: tests
+        that count revisions see only the writes they make)."""
+        self.event_ttl = event_ttl
+        self._event_deadlines: dict[str, float] = {}
+        self._event_keys: dict[tuple[str, ...], str] = {}
+        self._next_event_purge = 0.0
         self._rv = initial_resource_version
         self._changed = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -274,6 +311,8 @@ class FakeCluster:
         final = prev.with_resource_version(rv)
         if resource is POD:
             self._track_pod_ip(prev, None)
+            if self.container_logs:
+                self._forget_container_logs(_decode(prev.body))
         self.tables[resource].remove(prev.key)
         self._publish(Event(rv, "DELETED", final, prev))
         return final
@@ -458,7 +497,12 @@ class FakeCluster:
             started=created,
             manager="kube-controller-manager" if owner else "kubectl-create",
         )
-        return _decode(self._commit(POD, build_pod(params), "ADDED").full_body())
+        created_pod = _decode(self._commit(POD, build_pod(params), "ADDED").full_body())
+        if node is not None and self.lifecycle_events:
+            self._lifecycle(namespace, name, "scheduled")
+            if phase != "Pending":
+                self._lifecycle(namespace, name, "started")
+        return created_pod
 
     def _initial_pod_ips(
         self,
@@ -512,7 +556,9 @@ class FakeCluster:
                 main["fieldsV1"].setdefault("f:spec", {})["f:nodeName"] = {}
                 main["fieldsV1"] = sorted_fields(main["fieldsV1"])
 
-        return self.update(POD, namespace, name, apply, bump_generation=False)
+        bound = self.update(POD, namespace, name, apply, bump_generation=False)
+        self._lifecycle(namespace, name, "scheduled")
+        return bound
 
     def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> JSON:
         """Merge-patch labels (None removes a label), like `kubectl label`."""
@@ -539,10 +585,15 @@ class FakeCluster:
         keep podIP in the status (as a real kubelet does) while freeing the address.
         """
 
+        before = (self.get_pod(namespace, name) or {}).get("status", {}).get("phase")
+
         def apply(obj: JSON) -> None:
             self._apply_phase(obj, phase, ip)
 
-        return self.update_pod(namespace, name, apply)
+        updated = self.update_pod(namespace, name, apply)
+        if before == "Pending" and phase != "Pending":
+            self._lifecycle(namespace, name, "started")
+        return updated
 
     def _apply_phase(self, obj: JSON, phase: str, ip: str | None) -> None:
         spec, status = obj["spec"], obj.setdefault("status", {})
@@ -617,20 +668,191 @@ class FakeCluster:
         entries.append(pod_status_managed_fields(pod_ips, when))
         obj["metadata"]["managedFields"] = entries
 
-    def restart_container(self, namespace: str, name: str, container: str | None = None) -> JSON:
-        """A container restart as the kubelet reports it: restartCount+1, new id and startedAt."""
+    def restart_container(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        *,
+        exit_code: int = 1,
+        last_state: bool = True,
+    ) -> JSON:
+        """A container restart as the kubelet reports it: restartCount+1, new id and startedAt.
+
+        The instance that stopped becomes ``lastState.terminated`` (with its old
+        containerID and ``exit_code``), so ``previous=true`` logs read it;
+        ``last_state=False`` leaves lastState empty, like the hand-written status
+        patch of recording 05. Without ``container`` the first container restarts.
+        """
 
         def apply(obj: JSON) -> None:
             now = rfc3339()
             for cs in obj.get("status", {}).get("containerStatuses", []):
                 if container is None or cs["name"] == container:
+                    was_running = "running" in (cs.get("state") or {})
+                    if last_state and (was_running or not cs.get("lastState")):
+                        # After a crash loop the crashed instance already is lastState.
+                        terminated = self._terminated_state(cs, exit_code, now)
+                        cs["lastState"] = {"terminated": terminated}
                     cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
                     cs["state"] = {"running": {"startedAt": now}}
                     cs["containerID"] = container_id()
-                    if container is None:
-                        break
+                    restarted.append((cs["name"], cs.get("image", "")))
+                    break
 
-        return self.update_pod(namespace, name, apply)
+        restarted: list[tuple[str, str]] = []
+        updated = self.update_pod(namespace, name, apply)
+        for container_name, image in restarted:
+            self._container_started(namespace, name, container_name, image)
+        return updated
+
+    def crash_container(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        *,
+        exit_code: int = 1,
+        backoff: str = "10s",
+    ) -> JSON:
+        """The container exited and the kubelet backs off: waiting CrashLoopBackOff.
+
+        The stopped instance becomes ``lastState.terminated`` (its logs stay
+        readable, as for a real crash loop) and restartCount goes up; the pod
+        stays Running but not Ready.
+        """
+
+        def apply(obj: JSON) -> None:
+            now = rfc3339()
+            meta, status = obj["metadata"], obj.get("status", {})
+            crashed = ""
+            for cs in status.get("containerStatuses", []):
+                if container is None or cs["name"] == container:
+                    crashed = cs["name"]
+                    cs["lastState"] = {"terminated": self._terminated_state(cs, exit_code, now)}
+                    cs["state"] = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": f"back-off {backoff} restarting failed container="
+                            f"{cs['name']} pod={meta['name']}_{meta['namespace']}({meta['uid']})",
+                        }
+                    }
+                    cs["restartCount"] = int(cs.get("restartCount", 0)) + 1
+                    cs["ready"] = False
+                    cs["started"] = False
+                    break
+            for cond in status.get("conditions", []):
+                if cond["type"] in ("Ready", "ContainersReady") and cond["status"] == "True":
+                    cond["status"] = "False"
+                    cond["lastTransitionTime"] = now
+                    cond["reason"] = "ContainersNotReady"
+                    cond["message"] = f"containers with unready status: [{crashed}]"
+
+        updated = self.update_pod(namespace, name, apply)
+        if self.lifecycle_events:
+            for cs in updated["status"].get("containerStatuses", []):
+                if container is None or cs["name"] == container:
+                    meta = updated["metadata"]
+                    self.record_event(
+                        namespace,
+                        name,
+                        "Warning",
+                        "BackOff",
+                        f"Back-off restarting failed container {cs['name']} in pod "
+                        f"{name}_{namespace}({meta['uid']})",
+                        container=cs["name"],
+                    )
+                    break
+        return updated
+
+    @staticmethod
+    def _terminated_state(cs: JSON, exit_code: int, finished: str) -> JSON:
+        state = cs.get("state") or {}
+        running = state.get("running") or state.get("terminated") or {}
+        return {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": running.get("startedAt", finished),
+            "finishedAt": finished,
+            "containerID": cs.get("containerID", ""),
+        }
+
+    # --- container logs ---------------------------------------------------------------
+
+    def container_log(self, container_id: str) -> ContainerLog:
+        """The appended lines of one container instance (created empty on first use)."""
+        log = self.container_logs.get(container_id)
+        if log is None:
+            log = self.container_logs[container_id] = ContainerLog(self.log_max_lines)
+        return log
+
+    def current_container_id(self, namespace: str, name: str, container: str | None = None) -> str:
+        """containerID of a container's current instance (the pod's first container by default)."""
+        pod = self.get_pod(namespace, name)
+        if pod is None:
+            raise NotFound(POD, name)
+        status = pod.get("status", {})
+        for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+            for cs in status.get(key) or []:
+                if (container is None or cs["name"] == container) and cs.get("containerID"):
+                    return str(cs["containerID"])
+        raise ValueError(f'container "{container}" of pod "{name}" has no running instance')
+
+    def write_log(self, namespace: str, name: str, container: str | None, text: str | bytes) -> int:
+        """Append lines to a container's current log, stamped now; returns how many.
+
+        ``text`` is split at newlines (a missing final newline is added); followers
+        of the log get the lines at once.
+        """
+        raw = text.encode() if isinstance(text, str) else text
+        lines = [line + b"\n" for line in raw.split(b"\n")]
+        if raw.endswith(b"\n"):
+            lines.pop()
+        self.container_log(self.current_container_id(namespace, name, container)).append(lines)
+        return len(lines)
+
+    def emit_log_lines(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None,
+        count: int,
+        template: str = "line {n}",
+    ) -> None:
+        """Append ``count`` generated lines at once (``{n}`` = the line's index in this log)."""
+        log = self.container_log(self.current_container_id(namespace, name, container))
+        first = log.end
+        log.append([(template.format(n=n) + "\n").encode() for n in range(first, first + count)])
+
+    async def pump_log_lines(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None,
+        count: int,
+        *,
+        batch: int = 1000,
+        rate: float | None = None,
+        template: str = "line {n}",
+    ) -> None:
+        """Emit ``count`` lines in batches, at ``rate`` lines/s (None: as fast as possible)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        done = 0
+        while done < count:
+            size = min(batch, count - done)
+            self.emit_log_lines(namespace, name, container, size, template)
+            done += size
+            delay = 0.0 if rate is None else started + done / rate - loop.time()
+            await asyncio.sleep(max(0.0, delay))
+
+    def _forget_container_logs(self, pod: JSON) -> None:
+        """The kubelet removes a pod's container logs with the pod."""
+        for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+            for cs in pod.get("status", {}).get(key) or []:
+                self.container_logs.pop(str(cs.get("containerID", "")), None)
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                self.container_logs.pop(str(last.get("containerID", "")), None)
 
     def delete_pod(
         self,
@@ -667,7 +889,10 @@ class FakeCluster:
             meta["generation"] = int(meta.get("generation", 1)) + 1
         meta["deletionTimestamp"] = rfc3339(time.time() + grace)
         meta["deletionGracePeriodSeconds"] = grace
+        running = phase == "Running" and "deletionTimestamp" not in _decode(stored.body)["metadata"]
         terminating = self._commit(POD, obj, "MODIFIED")
+        if running and spec.get("nodeName"):
+            self._lifecycle(namespace, name, "killing")
         if grace == 0:
             return _decode(self._remove(POD, namespace, name).full_body())
         self._schedule(
@@ -693,6 +918,246 @@ class FakeCluster:
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
+
+    # --- events -------------------------------------------------------------------------
+
+    def create_event(
+        self, namespace: str, body: JSON, *, api_version: str = "v1", manager: str = "kubectl"
+    ) -> JSON:
+        """POST an Event through core/v1 (``api_version="v1"``) or events.k8s.io/v1.
+
+        Returns the stored object in core/v1 list-item form. Raises
+        :class:`InvalidEvent` (422, or 400 for a namespace mismatch) and
+        FileExistsError (409) as the API server would answer.
+        """
+        v1_request = api_version != "v1"
+        meta_in = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        assert isinstance(meta_in, dict)
+        if meta_in.get("namespace") and meta_in["namespace"] != namespace:
+            raise InvalidEvent(
+                st.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            )
+        name = meta_in.get("name") or ""
+        if not name and meta_in.get("generateName"):
+            name = str(meta_in["generateName"]) + random_suffix()
+        now = rfc3339()
+        meta: JSON = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}
+        meta["resourceVersion"] = "0"
+        meta["creationTimestamp"] = now
+        for key in ("labels", "annotations"):
+            if meta_in.get(key):
+                meta[key] = dict(meta_in[key])
+        meta["managedFields"] = [managed_entry(manager, api_version, now, body)]
+        fields = core_fields_of_v1(body) if v1_request else body
+        obj = core_event(meta, fields)
+        if not name:
+            errors = [
+                (
+                    "metadata.name",
+                    "FieldValueRequired",
+                    "Required value: name or generateName is required",
+                )
+            ]
+            raise InvalidEvent(invalid_status("", errors, v1_request=v1_request))
+        errors = validate(obj, v1_request=v1_request)
+        if errors:
+            raise InvalidEvent(invalid_status(name, errors, v1_request=v1_request))
+        if self.stored(EVENT, namespace, name) is not None:
+            raise FileExistsError(name)
+        return self._store_event(obj)
+
+    def _store_event(self, obj: JSON) -> JSON:
+        self._purge_events()
+        meta = obj["metadata"]
+        stored = self._commit(
+            EVENT,
+            obj,
+            "MODIFIED" if self.stored(EVENT, meta["namespace"], meta["name"]) else "ADDED",
+        )
+        if self.event_ttl is not None:
+            self._event_deadlines[stored.key] = time.time() + self.event_ttl
+        return _decode(stored.body)
+
+    def _purge_events(self) -> None:
+        """--event-ttl: events not written for an hour expire (etcd lease), as DELETED."""
+        now = time.time()
+        if now < self._next_event_purge:
+            return
+        self._next_event_purge = now + 1.0
+        for key, deadline in list(self._event_deadlines.items()):
+            if deadline <= now:
+                del self._event_deadlines[key]
+                namespace, name = key.split("/", 1)
+                if self.stored(EVENT, namespace, name) is not None:
+                    self._remove(EVENT, namespace, name)
+
+    def expire_events(self) -> int:
+        """Expire every event now, as if the TTL had passed; returns how many went."""
+        self._event_deadlines = dict.fromkeys(self._event_deadlines, 0.0)
+        self._next_event_purge = 0.0
+        count = len(self._event_deadlines)
+        self._purge_events()
+        return count
+
+    def record_event(
+        self,
+        namespace: str,
+        pod: str,
+        type_: str = "Normal",
+        reason: str = "",
+        message: str = "",
+        *,
+        container: str | None = None,
+        count: int = 1,
+        api: str = "core",
+        component: str | None = None,
+        instance: str | None = None,
+        action: str | None = None,
+    ) -> JSON:
+        """Report ``count`` occurrences of an event about a pod, as its producer would.
+
+        ``api="core"`` is the kubelet's legacy recorder: source/reportingComponent
+        ``component`` (default ``kubelet``) on the pod's node, and a repeat of the
+        same (object, container, type, reason, message) bumps ``count`` and
+        ``lastTimestamp`` of the existing event. ``api="events.k8s.io"`` is the new
+        recorder (scheduler, controllers): ``eventTime``, ``action``,
+        ``reportingController``/``reportingInstance``; repeats go into
+        ``series.count``/``series.lastObservedTime``. Returns the event in core/v1
+        list-item form.
+        """
+        obj = self.get_pod(namespace, pod)
+        if obj is None:
+            raise NotFound(POD, pod)
+        meta = obj["metadata"]
+        node = obj.get("spec", {}).get("nodeName") or ""
+        new_api = api != "core"
+        component = component or ("default-scheduler" if new_api else "kubelet")
+        instance = instance or (f"{component}-control-plane" if new_api else node)
+        ref: JSON = {
+            "kind": "Pod",
+            "namespace": namespace,
+            "name": pod,
+            "uid": meta["uid"],
+            "apiVersion": "v1",
+            "resourceVersion": meta["resourceVersion"],
+        }
+        if container:
+            ref["fieldPath"] = f"spec.containers{{{container}}}"
+        key = (api, namespace, meta["uid"], container or "", type_, reason, message, component)
+        existing_name = self._event_keys.get(key)
+        existing = self.stored(EVENT, namespace, existing_name) if existing_name else None
+        now_s = rfc3339()
+        if existing is not None:
+            event = _decode(existing.body)
+            if new_api:
+                series = event.get("series") or {"count": 1}
+                event["series"] = {
+                    "count": int(series["count"]) + count,
+                    "lastObservedTime": micro_time(),
+                }
+            else:
+                event["count"] = int(event.get("count", 1)) + count
+                event["lastTimestamp"] = now_s
+            for entry in event["metadata"].get("managedFields", []):
+                entry["time"] = now_s
+            return self._store_event(core_event(event["metadata"], event))
+        ns_now = time.time_ns()
+        name = f"{pod}.{ns_now:x}"
+        while self.stored(EVENT, namespace, name) is not None:
+            ns_now += 1
+            name = f"{pod}.{ns_now:x}"
+        fields: JSON = {"involvedObject": ref, "reason": reason, "message": message, "type": type_}
+        if new_api:
+            fields.update(
+                eventTime=micro_time(ns_now),
+                action=action or reason,
+                reportingComponent=component,
+                reportingInstance=instance,
+            )
+            if count > 1:
+                fields["series"] = {"count": count, "lastObservedTime": micro_time(ns_now)}
+            request: JSON = {
+                "eventTime": fields["eventTime"],
+                "series": fields.get("series"),
+                "reportingController": component,
+                "reportingInstance": instance,
+                "action": fields["action"],
+                "reason": reason,
+                "regarding": ref,
+                "note": message,
+                "type": type_,
+            }
+            manager, api_version = (
+                ("kube-scheduler" if component == "default-scheduler" else component),
+                "events.k8s.io/v1",
+            )
+        else:
+            fields.update(
+                source={"component": component, "host": node},
+                firstTimestamp=now_s,
+                lastTimestamp=now_s,
+                count=count,
+                reportingComponent=component,
+                reportingInstance=instance,
+            )
+            request = fields
+            manager, api_version = component, "v1"
+        event_meta: JSON = {
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": "0",
+            "creationTimestamp": now_s,
+            "managedFields": [managed_entry(manager, api_version, now_s, request)],
+        }
+        self._event_keys[key] = name
+        return self._store_event(core_event(event_meta, fields))
+
+    def _lifecycle(self, namespace: str, pod: str, what: str) -> None:
+        """The events a scheduler and kubelet emit for one pod lifecycle step."""
+        if not self.lifecycle_events:
+            return
+        obj = self.get_pod(namespace, pod)
+        if obj is None:
+            return
+        spec = obj.get("spec", {})
+        containers = [(c["name"], c.get("image", "")) for c in spec.get("containers", [])]
+        if what == "scheduled":
+            self.record_event(
+                namespace,
+                pod,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {namespace}/{pod} to {spec.get('nodeName')}",
+                api="events.k8s.io",
+                action="Binding",
+            )
+        elif what == "started":
+            for name, image in containers:
+                self._container_started(namespace, pod, name, image)
+        elif what == "killing":
+            for name, _ in containers:
+                self.record_event(
+                    namespace,
+                    pod,
+                    "Normal",
+                    "Killing",
+                    f"Stopping container {name}",
+                    container=name,
+                )
+
+    def _container_started(self, namespace: str, pod: str, name: str, image: str) -> None:
+        if not self.lifecycle_events:
+            return
+        for reason, message in (
+            ("Pulled", f'Container image "{image}" already present on machine'),
+            ("Created", f"Created container: {name}"),
+            ("Started", f"Started container {name}"),
+        ):
+            self.record_event(namespace, pod, "Normal", reason, message, container=name)
 
     # --- replicasets and jobs -----------------------------------------------------------
 

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="A.B.0.0/16 the pod ranges come from; 127.1.0.0/16 gives loopback pod IPs "
         "(a local client binding one is that pod, e.g. to try /authz behind a proxy)",
     )
+    parser.add_argument(
+        "--no-lifecycle-events",
+        dest="lifecycle_events",
+        action="store_false",
+        help="do not emit scheduler/kubelet Events (Scheduled, Pulled, Started, ...) on churn",
+    )
     return parser
 
 
@@ -73,6 +79,7 @@ async def run_simulator(
     bookmark_interval: float = 60.0,
     grace_scale: float = 0.01,
     history_limit: int = 10_000,
+    lifecycle_events: bool = True,
     stop: asyncio.Event | None = None,
     pod_network: str = DEFAULT_POD_NETWORK,
 ) -> int:
@@ -91,6 +98,7 @@ async def run_simulator(
         grace_scale=grace_scale,
         history_limit=history_limit,
         pod_network=pod_network,
+        lifecycle_events=lifecycle_events,
     )
     if pods:
         populate(cluster, pods, seed=seed)
@@ -133,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grace_scale=args.grace_scale,
             history_limit=args.history_limit,
             pod_network=args.pod_network,
+            lifecycle_events=args.lifecycle_events,
         )
     )
 

@@ -23,14 +23,27 @@ import msgspec
 from aiohttp import web
 
 from podindex.sim import status as st
+from podindex.sim.events import V1_FIELD_LABELS, v1_event
+from podindex.sim.kubelet import BEARER_PROTOCOL, PodExec, PodLogs, StatusError, offered_protocols
 from podindex.sim.selectors import FieldSelector, LabelSelector, SelectorError
-from podindex.sim.store import RESOURCES, Event, Resource, Snapshot, StoredObject, TooOld
+from podindex.sim.store import (
+    EVENT,
+    EVENT_V1,
+    RESOURCES,
+    VIEWS,
+    Event,
+    Resource,
+    Snapshot,
+    StoredObject,
+    TooOld,
+)
 
 if TYPE_CHECKING:
     from podindex.sim.cluster import FakeCluster
     from podindex.sim.tls import TlsMaterial
 
 _encode = msgspec.json.encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 GO_CHUNKING_THRESHOLD = 2048  # net/http sends Content-Length when the body fits its buffer
 WRITE_BATCH = 256 * 1024
 PRETIMEOUT_BOOKMARK = 2.0  # the watch cache sends a last bookmark 2 s before the deadline
@@ -128,7 +141,7 @@ def parse_route(path: str) -> Route | None:
         namespace, rest = rest[1], rest[2:]
     if not rest or len(rest) > 2:
         return None
-    for resource in RESOURCES:
+    for resource in RESOURCES + VIEWS:
         if (resource.group, resource.version, resource.plural) == (group, version, rest[0]):
             if namespace is not None and not resource.namespaced:
                 return None
@@ -136,6 +149,19 @@ def parse_route(path: str) -> Route | None:
             if name is not None and resource.namespaced and namespace is None:
                 return None
             return Route(resource, namespace, name)
+    return None
+
+
+def parse_pod_subresource(path: str) -> tuple[str, str, str] | None:
+    """(namespace, pod, subresource) of /api/v1/namespaces/{ns}/pods/{name}/{sub}."""
+    parts = path.split("/")
+    if (
+        len(parts) == 8
+        and parts[1:4] == ["api", "v1", "namespaces"]
+        and parts[5] == "pods"
+        and all(parts[i] for i in (4, 6, 7))
+    ):
+        return parts[4], parts[6], parts[7]
     return None
 
 
@@ -147,8 +173,29 @@ def bookmark_object(resource: Resource, rv: int, media: str, *, initial_end: boo
     return resource.object_prefix + meta + resource.bookmark_tail
 
 
-def event_line(type_: str, obj: StoredObject, media: str) -> bytes:
-    body = obj.metadata_body() if media == METADATA else obj.full_body()
+def storage_of(resource: Resource) -> Resource:
+    """The resource whose table holds a served resource's objects."""
+    return resource.stored_as or resource
+
+
+def item_body(served: Resource, obj: StoredObject) -> bytes:
+    """An object's list-item bytes in the served resource's form (views convert)."""
+    if served.stored_as is None:
+        return obj.body
+    return _encode(v1_event(_decode(obj.body)))
+
+
+def full_body(served: Resource, obj: StoredObject) -> bytes:
+    if served.stored_as is None:
+        return obj.full_body()
+    return served.object_prefix + item_body(served, obj)[1:]
+
+
+def event_line(type_: str, obj: StoredObject, media: str, served: Resource | None = None) -> bytes:
+    if media == METADATA:
+        body = obj.metadata_body()
+    else:
+        body = obj.full_body() if served is None else full_body(served, obj)
     return b'{"type":"%s","object":%s}\n' % (type_.encode(), body)
 
 
@@ -163,7 +210,8 @@ class WatchFilter:
         fields: FieldSelector,
         media: str,
     ) -> None:
-        self.resource = resource
+        self.served = resource
+        self.resource = storage_of(resource)
         self.namespace = namespace
         self.labels = labels
         self.fields = fields
@@ -181,15 +229,17 @@ class WatchFilter:
             return None
         if self.unfiltered or event.type == "DELETED":
             if self.unfiltered or self.matches(obj):
-                return event_line(event.type, obj, self.media)
+                return event_line(event.type, obj, self.media, self.served)
             return None
         now_matches = self.matches(obj)
         was_matching = event.prev is not None and self.matches(event.prev)
         if now_matches:
-            return event_line("MODIFIED" if was_matching else "ADDED", obj, self.media)
+            return event_line("MODIFIED" if was_matching else "ADDED", obj, self.media, self.served)
         if was_matching and event.prev is not None:
             # Leaving the selector looks like a delete of the old state at the new revision.
-            return event_line("DELETED", event.prev.with_resource_version(event.rv), self.media)
+            return event_line(
+                "DELETED", event.prev.with_resource_version(event.rv), self.media, self.served
+            )
         return None
 
 
@@ -202,6 +252,8 @@ class SimServer:
         self.host = "127.0.0.1"
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self.logs = PodLogs(cluster)
+        self.exec = PodExec(cluster)
         self._transports: set[asyncio.BaseTransport] = set()
 
     @property
@@ -281,19 +333,32 @@ class SimServer:
         if transport is not None:
             self._transports.add(transport)
         try:
-            if self.cluster.token is not None:
-                expected = f"Bearer {self.cluster.token}"
-                if request.headers.get("Authorization", "") != expected:
-                    return await self._send_status(request, st.unauthorized())
+            if self.cluster.token is not None and self._bearer(request) != self.cluster.token:
+                return await self._send_status(request, st.unauthorized())
             try:
                 return await self._route(request)
-            except HttpError as err:
+            except (HttpError, StatusError) as err:
                 return await self._send_status(request, err.body)
             except SelectorError as err:
                 return await self._send_status(request, st.bad_request(str(err)))
         finally:
             if transport is not None:
                 self._transports.discard(transport)
+
+    @staticmethod
+    def _bearer(request: web.Request) -> str | None:
+        """The bearer token: Authorization header, or (WebSockets) a subprotocol entry."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return header[len("Bearer ") :]
+        for protocol in offered_protocols(request):
+            if protocol.startswith(BEARER_PROTOCOL):
+                encoded = protocol[len(BEARER_PROTOCOL) :]
+                try:
+                    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                except (ValueError, binascii.Error):
+                    return None
+        return None
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -309,6 +374,9 @@ class SimServer:
                 return await self._send(request, 200, [RESOURCE_LISTS[path]])
         if request.method == "POST" and path == TOKEN_REVIEWS:
             return await self._token_review(request)
+        subresource = parse_pod_subresource(path)
+        if subresource is not None:
+            return await self._pod_subresource(request, *subresource)
         route = parse_route(path)
         if route is None:
             if path.startswith(("/api/", "/apis/")) or path in ("/api", "/apis"):
@@ -331,6 +399,13 @@ class SimServer:
             return await self._get(request, route, media)
         if request.method == "DELETE" and route.name is not None:
             return await self._delete(request, route)
+        if (
+            request.method == "POST"
+            and route.name is None
+            and route.namespace is not None
+            and storage_of(route.resource) is EVENT
+        ):
+            return await self._create_event(request, route)
         raise HttpError(st.method_not_allowed())
 
     async def _token_review(self, request: web.Request) -> web.StreamResponse:
@@ -381,11 +456,56 @@ class SimServer:
             + b"\n"
         )
 
+    # --- events --------------------------------------------------------------------------
+
+    async def _create_event(self, request: web.Request, route: Route) -> web.StreamResponse:
+        """POST an Event (core/v1 or events.k8s.io/v1): 201 with the object in that API's form."""
+        from podindex.sim.events import InvalidEvent
+
+        assert route.namespace is not None
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            raise HttpError(st.bad_request(f"json parse error: {exc}")) from None
+        if not isinstance(body, dict):
+            raise HttpError(st.bad_request("the body of the request was not an object"))
+        manager = request.headers.get("User-Agent", "").split("/", 1)[0] or "unknown"
+        try:
+            obj = self.cluster.create_event(
+                route.namespace,
+                body,
+                api_version=route.resource.api_version,
+                manager=manager,
+            )
+        except InvalidEvent as err:
+            raise HttpError(err.body) from None
+        except FileExistsError:
+            name = str((body.get("metadata") or {}).get("name", ""))
+            raise HttpError(st.already_exists(route.resource, name)) from None
+        stored = self.cluster.stored(EVENT, route.namespace, obj["metadata"]["name"])
+        assert stored is not None
+        return await self._send(request, 201, [full_body(route.resource, stored), b"\n"])
+
+    # --- pod subresources (served by the emulated kubelet) ------------------------------
+
+    async def _pod_subresource(
+        self, request: web.Request, namespace: str, name: str, subresource: str
+    ) -> web.StreamResponse:
+        if subresource == "log":
+            if request.method != "GET":
+                raise HttpError(st.method_not_allowed())
+            return await self.logs.handle(request, namespace, name)
+        if subresource == "exec":
+            if request.method not in ("GET", "POST"):
+                raise HttpError(st.method_not_allowed())
+            return await self.exec.handle(request, namespace, name)
+        raise HttpError(st.no_such_resource())
+
     # --- GET / DELETE of one object ------------------------------------------------------
 
     async def _get(self, request: web.Request, route: Route, media: str) -> web.StreamResponse:
         assert route.name is not None
-        stored = self.cluster.stored(route.resource, route.namespace or "", route.name)
+        stored = self.cluster.stored(storage_of(route.resource), route.namespace or "", route.name)
         if stored is None:
             raise HttpError(st.not_found(route.resource, route.name))
         if media == METADATA_LIST:
@@ -394,7 +514,7 @@ class SimServer:
                     "you requested PartialObjectMetadataList, but the requested object is not a list"
                 )
             )
-        body = stored.metadata_body() if media == METADATA else stored.full_body()
+        body = stored.metadata_body() if media == METADATA else full_body(route.resource, stored)
         return await self._send(request, 200, [body, b"\n"])
 
     async def _delete(self, request: web.Request, route: Route) -> web.StreamResponse:
@@ -420,7 +540,7 @@ class SimServer:
                 body = _encode(_with_type(route.resource, obj)) + b"\n"
             else:
                 obj = self.cluster.delete(
-                    route.resource,
+                    storage_of(route.resource),
                     namespace,
                     route.name,
                     uid=preconditions.get("uid"),
@@ -453,10 +573,11 @@ class SimServer:
     def _selectors(
         self, request: web.Request, resource: Resource
     ) -> tuple[LabelSelector, FieldSelector]:
-        return (
-            LabelSelector.parse(request.query.get("labelSelector")),
-            FieldSelector.parse(request.query.get("fieldSelector"), resource.field_labels),
-        )
+        fields = FieldSelector.parse(request.query.get("fieldSelector"), resource.field_labels)
+        if resource is EVENT_V1:
+            # Field labels are converted to the stored (core) names, as the API server does.
+            fields = FieldSelector(tuple((V1_FIELD_LABELS[n], eq, v) for n, eq, v in fields.terms))
+        return LabelSelector.parse(request.query.get("labelSelector")), fields
 
     async def _wait_for_revision(self, rv: int) -> None:
         """A resourceVersion from the future: wait briefly, then 504 like the watch cache."""
@@ -525,7 +646,8 @@ class SimServer:
             else:
                 at = self.cluster.resource_version
         try:
-            snapshot = Snapshot(self.cluster.table(route.resource), history, route.resource, at)
+            storage = storage_of(route.resource)
+            snapshot = Snapshot(self.cluster.table(storage), history, storage, at)
         except TooOld:
             raise HttpError(st.expired(st.LIST_TOO_OLD)) from None
         items, more_after, remaining = self._page(
@@ -544,7 +666,7 @@ class SimServer:
                 route.resource.list_kind.encode(),
                 route.resource.api_version.encode(),
             )
-            bodies = [o.body for o in items]
+            bodies = [item_body(route.resource, o) for o in items]
         chunks = [head, b'"metadata":', _encode(metadata), b',"items":[']
         for i, body in enumerate(bodies):
             if i:
@@ -646,7 +768,7 @@ class SimServer:
         started = loop.time()
         deadline = started + duration
         epoch = cluster.drop_epoch
-        resource = watch_filter.resource
+        resource = watch_filter.served
         media = watch_filter.media
 
         cursor = cluster.resource_version if start_rv is None or send_initial else start_rv
@@ -701,7 +823,7 @@ class SimServer:
             rv,
         )
         lines = [
-            event_line("ADDED", obj, watch_filter.media)
+            event_line("ADDED", obj, watch_filter.media, watch_filter.served)
             for obj in snapshot.iter_from("", watch_filter.namespace)
             if watch_filter.unfiltered or watch_filter.matches(obj)
         ]
@@ -735,24 +857,37 @@ def _with_type(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     return {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
 
 
-def _resource_list(group_version: str, resources: list[tuple[Resource, str, list[str]]]) -> bytes:
+READ_DELETE = ["delete", "get", "list", "watch"]
+EVENT_VERBS = ["create", "delete", "get", "list", "watch"]
+
+
+def _resource_list(
+    group_version: str,
+    resources: list[tuple[Resource, str, list[str]]],
+    *,
+    verbs: dict[str, list[str]] | None = None,
+    subresources: list[dict[str, Any]] | None = None,
+) -> bytes:
+    entries: list[dict[str, Any]] = []
+    for r, singular, short in resources:
+        entries.append(
+            {
+                "name": r.plural,
+                "singularName": singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": (verbs or {}).get(r.plural, READ_DELETE),
+                **({"shortNames": short} if short else {}),
+            }
+        )
+        entries.extend(e for e in subresources or [] if e["name"].startswith(r.plural + "/"))
     return (
         _encode(
             {
                 "kind": "APIResourceList",
                 "apiVersion": "v1",
                 "groupVersion": group_version,
-                "resources": [
-                    {
-                        "name": r.plural,
-                        "singularName": singular,
-                        "namespaced": r.namespaced,
-                        "kind": r.kind,
-                        "verbs": ["delete", "get", "list", "watch"],
-                        **({"shortNames": short} if short else {}),
-                    }
-                    for r, singular, short in resources
-                ],
+                "resources": entries,
             }
         )
         + b"\n"
@@ -767,7 +902,7 @@ def _group(name: str) -> dict[str, Any]:
 API_GROUPS = {
     "kind": "APIGroupList",
     "apiVersion": "v1",
-    "groups": [_group("apps"), _group("batch")],
+    "groups": [_group("apps"), _group("events.k8s.io"), _group("batch")],
 }
 
 
@@ -775,7 +910,30 @@ def _build_resource_lists() -> dict[str, bytes]:
     from podindex.sim.store import JOB, NODE, POD, REPLICASET
 
     return {
-        "/api/v1": _resource_list("v1", [(NODE, "node", ["no"]), (POD, "pod", ["po"])]),
+        "/api/v1": _resource_list(
+            "v1",
+            [(EVENT, "event", ["ev"]), (NODE, "node", ["no"]), (POD, "pod", ["po"])],
+            verbs={"events": EVENT_VERBS},
+            subresources=[
+                {
+                    "name": "pods/exec",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "PodExecOptions",
+                    "verbs": ["create", "get"],
+                },
+                {
+                    "name": "pods/log",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "Pod",
+                    "verbs": ["get"],
+                },
+            ],
+        ),
+        "/apis/events.k8s.io/v1": _resource_list(
+            "events.k8s.io/v1", [(EVENT_V1, "event", ["ev"])], verbs={"events": EVENT_VERBS}
+        ),
         "/apis/apps/v1": _resource_list("apps/v1", [(REPLICASET, "replicaset", ["rs"])]),
         "/apis/batch/v1": _resource_list("batch/v1", [(JOB, "job", [])]),
     }

@@ -63,11 +63,25 @@ def resource_details(
     return details
 
 
+def qualified(resource: Resource) -> str:
+    """GroupResource.String(): ``pods``, ``replicasets.apps``, ``events.events.k8s.io``."""
+    return f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+
+
 def not_found(resource: Resource, name: str) -> dict[str, Any]:
     return status(
         404,
         "NotFound",
-        f'{resource.plural} "{name}" not found',
+        f'{qualified(resource)} "{name}" not found',
+        details=resource_details(resource, name),
+    )
+
+
+def already_exists(resource: Resource, name: str) -> dict[str, Any]:
+    return status(
+        409,
+        "AlreadyExists",
+        f'{qualified(resource)} "{name}" already exists',
         details=resource_details(resource, name),
     )
 

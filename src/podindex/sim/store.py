@@ -30,6 +30,7 @@ class Resource:
     namespaced: bool
     field_labels: frozenset[str]
     bookmark_tail: bytes  # what follows "metadata" in an empty object of this kind
+    stored_as: Resource | None = None  # a view of another resource's objects (converted)
 
     @property
     def api_version(self) -> str:
@@ -97,7 +98,62 @@ NODE = Resource(
     b'"containerRuntimeVersion":"","kubeletVersion":"","kubeProxyVersion":"",'
     b'"operatingSystem":"","architecture":""}}}',
 )
-RESOURCES = (POD, REPLICASET, JOB, NODE)
+EVENT = Resource(
+    "Event",
+    "events",
+    "",
+    "v1",
+    True,
+    frozenset(
+        {
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+    b',"involvedObject":{},"source":{},"firstTimestamp":null,"lastTimestamp":null,'
+    b'"eventTime":null,"reportingComponent":"","reportingInstance":""}',
+)
+EVENT_V1 = Resource(
+    "Event",
+    "events",
+    "events.k8s.io",
+    "v1",
+    True,
+    frozenset(
+        {
+            "metadata.name",
+            "metadata.namespace",
+            "reason",
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reportingController",
+            "type",
+        }
+    ),
+    b',"eventTime":null,"regarding":{},"deprecatedSource":{},'
+    b'"deprecatedFirstTimestamp":null,"deprecatedLastTimestamp":null}',
+    stored_as=EVENT,
+)
+RESOURCES = (POD, REPLICASET, JOB, NODE, EVENT)
+"""Resources with a table of their own."""
+VIEWS = (EVENT_V1,)
+"""Resources served by converting another resource's stored objects."""
 
 
 class _MetadataOnly(msgspec.Struct):
