@@ -21,6 +21,7 @@ BENCHMARKS = {
     "interfaces": ["bench_interfaces.py", "--runs", "2", "--duration", "5"],
     "history": ["bench_history.py", "--pods", "100000", "--runs", "3"],
     "dashboard": ["bench_dashboard.py", "--pods", "100000", "--requests", "200", "--runs", "3"],
+    "logs": ["bench_logs.py", "--lines", "200000", "--runs", "3"],
     "authz": ["bench_authz.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
 }
 

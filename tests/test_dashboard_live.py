@@ -174,3 +174,21 @@ async def test_every_shell_session_is_audited(live: Live) -> None:
     assert events == ["start", "end"]
     assert audits[0]["audit"]["by"].endswith("admin") and audits[1]["audit"]["exitCode"] == 0
     assert ADMIN_TOKEN not in stdout
+
+
+async def test_a_batched_subscription_gets_each_chunks_lines_in_one_message(live: Live) -> None:
+    url = live.ws + WS.format(name="web-1", kind="logs")
+    async with (
+        aiohttp.ClientSession(headers=bearer(READER_TOKEN)) as session,
+        session.ws_connect(url) as ws,
+    ):
+        await ws.send_json({"type": "subscribe", "container": "app", "batch": True})
+        await asyncio.sleep(0.2)
+        live.sim.emit_log_lines("team-a", "web-1", "app", 500)
+        lines: list[dict[str, Any]] = []
+        while len(lines) < 500:
+            message = await asyncio.wait_for(ws.receive_json(), 10)
+            if message["type"] == "logs":
+                assert 0 < len(message["lines"]) <= 1000
+                lines += message["lines"]
+        assert [line["data"] for line in lines] == [f"line {n}" for n in range(500)]
