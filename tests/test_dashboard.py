@@ -243,6 +243,8 @@ async def test_a_namespace_scoped_reader_sees_only_its_namespace(
     (tmp_path / "access.yaml").write_text(
         "tokens:\n  - {name: team-a-viewer, role: reader, namespaces: [team-a], sha256: "
         + token_digest("scoped")
+        + "}\n  - {name: team-a-admin, role: admin, namespaces: [team-a], sha256: "
+        + token_digest("scoped-admin")
         + "}\n"
     )
     settings = Settings(
@@ -265,3 +267,16 @@ async def test_a_namespace_scoped_reader_sees_only_its_namespace(
         assert detail.status_code == 403 and detail.json()["code"] == 403
         anonymous = await client.get(BASE + "/pods", headers={"Authorization": ""})
         assert anonymous.status_code == 401
+        for path in ("/events", "/logs"):
+            elsewhere = await client.get(BASE + "/namespaces/team-b/pods/web-00" + path)
+            assert elsewhere.status_code == 403, path
+        admin_a = bearer("scoped-admin")
+        refused = await client.delete(BASE + "/namespaces/team-b/pods/web-02", headers=admin_a)
+        assert refused.status_code == 403 and "only in team-a" in refused.json()["message"]
+        assert dash.sim.get_pod("team-b", "web-02") is not None
+        viewer = await client.delete(BASE + "/namespaces/team-a/pods/web-11")
+        assert viewer.status_code == 403, "a reader of team-a may not delete there"
+        done = await client.delete(
+            BASE + "/namespaces/team-a/pods/web-11", params={"force": "1"}, headers=admin_a
+        )
+        assert done.status_code == 200 and dash.sim.get_pod("team-a", "web-11") is None

@@ -550,3 +550,34 @@ async def test_before_the_store_is_loaded_the_answer_is_503_not_an_empty_list(
         answer = await client.get(PREFIX)
         assert answer.status_code == 503 and answer.json()["error"] == "not_ready"
         assert (await client.get(PREFIX, headers={"Authorization": ""})).status_code == 401
+
+
+@pytest.mark.timeout(120)
+async def test_the_dashboard_lists_pods_of_a_registered_cluster_beside_the_configured_one(
+    store_url: str, key_file: Path
+) -> None:
+    async with (
+        emulator(CORE_TOKEN, 20, seed=1, tls=False) as core,
+        emulator(TOKEN_B, 30, seed=2, tls=True) as b,
+        serving(core, store_url, key_file) as (service, client),
+    ):
+        created = await client.post(PREFIX, json=body_for(b, "Cluster B", TOKEN_B))
+        b_id = created.json()["id"]
+        await eventually(lambda: service.integrations.pod_count(b_id) == 30)
+        for cluster_id, sim in (("core", core), (b_id, b)):
+            page = (
+                await client.get(f"/api/clusters/{cluster_id}/pods", params={"pageSize": 100})
+            ).json()
+            assert page["code"] == 200 and page["data"]["total"] == len(sim.list_objects(POD))
+            names = {i["name"] for i in page["data"]["items"]}
+            assert names == {p["metadata"]["name"] for p in sim.list_objects(POD)}
+            assert {i["cluster"] for i in page["data"]["items"]} == {cluster_id}
+        some = b.list_objects(POD)[0]["metadata"]
+        detail = await client.get(
+            f"/api/clusters/{b_id}/namespaces/{some['namespace']}/pods/{some['name']}"
+        )
+        assert detail.json()["data"]["uid"] == some["uid"], "read from cluster B itself"
+        gone = await client.delete(f"{PREFIX}/{b_id}")
+        assert gone.status_code in (200, 204)
+        unknown = await client.get(f"/api/clusters/{b_id}/pods")
+        assert unknown.status_code == 404 and unknown.json()["code"] == 404
