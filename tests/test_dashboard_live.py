@@ -192,3 +192,29 @@ async def test_a_batched_subscription_gets_each_chunks_lines_in_one_message(live
                 assert 0 < len(message["lines"]) <= 1000
                 lines += message["lines"]
         assert [line["data"] for line in lines] == [f"line {n}" for n in range(500)]
+
+
+async def test_every_rest_route_and_its_status_codes_over_a_real_socket(live: Live) -> None:
+    base = "/api/clusters/default"
+    one = base + "/namespaces/team-a/pods/web-1"
+    cases: list[tuple[str, str, dict[str, str], dict[str, str], int]] = [
+        ("GET", base + "/pods", {}, bearer(READER_TOKEN), 200),
+        ("GET", base + "/pods", {"pageSize": "0"}, bearer(READER_TOKEN), 400),
+        ("GET", "/api/clusters/nowhere/pods", {}, bearer(READER_TOKEN), 404),
+        ("GET", one, {}, bearer(READER_TOKEN), 200),
+        ("GET", base + "/namespaces/team-a/pods/nope", {}, bearer(READER_TOKEN), 404),
+        ("GET", one + "/events", {}, bearer(READER_TOKEN), 200),
+        ("GET", one + "/logs", {}, bearer(READER_TOKEN), 200),
+        ("GET", base + "/namespaces/team-a/pods/two/logs", {}, bearer(READER_TOKEN), 400),
+        ("DELETE", one, {}, {}, 401),
+        ("DELETE", one, {}, bearer(READER_TOKEN), 403),
+        ("DELETE", one, {"gracePeriod": "x"}, bearer(ADMIN_TOKEN), 400),
+        ("DELETE", one, {"gracePeriod": "0"}, bearer(ADMIN_TOKEN), 200),
+    ]
+    async with httpx.AsyncClient(base_url=live.http) as client:
+        for method, path, params, headers, status in cases:
+            response = await client.request(method, path, params=params, headers=headers)
+            body = response.json()
+            assert (response.status_code, body["code"]) == (status, status), (method, path)
+            assert set(body) == {"code", "message", "data"}
+    assert live.sim.get_pod("team-a", "web-1") is None
