@@ -11,7 +11,8 @@ set's next revision:
 - ``REMOVE ip pod``: the IP left the set a grace period ago and did not come
   back. While it drains it is still a member (``draining``); if it comes
   back the removal is cancelled; if it leaves again the wait starts over;
-- ``RESYNC``: sent by a stream, never logged: what follows is the whole set.
+- ``RESYNC``: sent by a stream, never logged: what follows is the whole set;
+- ``DELETED``: told to the set's listeners when it is deleted, never logged.
 
 Revisions grow by one per event, from a base taken from the clock when the
 set is loaded (unix seconds times a million), so revisions issued before a restart
@@ -36,7 +37,7 @@ import msgspec
 from podindex.index import Index, PodRecord
 from podindex.selectors import Selector, parse_selector
 
-EventType = Literal["ADD", "REMOVE", "RESYNC"]
+EventType = Literal["ADD", "REMOVE", "RESYNC", "DELETED"]
 DEFAULT_GRACE = 30.0
 DEFAULT_LOG_SIZE = 10_000
 
@@ -191,6 +192,9 @@ class IpSets:
         ipset = self.sets.pop(name, None)
         if ipset is not None:
             self._unfile(ipset)
+            gone = SetEvent("DELETED", None, None, ipset.revision)
+            for listener in list(ipset.listeners):
+                listener(gone)
         return ipset
 
     def _unfile(self, ipset: IpSet) -> None:

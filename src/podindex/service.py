@@ -17,6 +17,7 @@ from podindex.cluster import ClusterSync, WatchOptions
 from podindex.history import HistoryWriter
 from podindex.index import Index
 from podindex.integrations import Integrations
+from podindex.ipsets import IpSets
 from podindex.kube.client import KubeClient
 from podindex.kube.config import ClusterAccess, discover_access, explicit_access
 from podindex.kube.errors import ConfigError
@@ -36,6 +37,7 @@ class Service:
     started_at: float = field(default_factory=time.time)
     expiry_interval: float = 1.0
     integrations: Integrations = field(init=False)
+    ipsets: IpSets = field(init=False)
     integration_clusters: set[str] = field(default_factory=set)
     """Clusters that are integrations: readiness does not wait for them."""
     _group: asyncio.TaskGroup | None = field(default=None, init=False)
@@ -52,6 +54,10 @@ class Service:
         except SealingError as exc:
             raise ConfigError(f"secret_key_file: {exc}") from None
         self.integrations = Integrations(self, sealer)
+        # Revisions from the clock: a client's revision from before a restart is older
+        # than any issued now, so it resyncs (see podindex.ipsets).
+        self.ipsets = IpSets(self.index, revision_base=int(time.time()) * 1_000_000)
+        self.index.observers.append(self.ipsets.observe)
 
     _ready: bool = field(default=False, init=False)
 
@@ -202,7 +208,9 @@ class Service:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self.expiry_interval)
+            now = time.time()
             try:
-                self.index.expire(time.time())
+                self.index.expire(now)
+                self.ipsets.expire(now)
             except Exception:  # a bug here must not stop the watchers beside it
                 log.exception("expiring grace-period entries failed; retrying next second")

@@ -24,12 +24,14 @@ from podindex.api import (
     dashboard,
     errors,
     integrations,
+    ipsets,
     openapi,
     podwatcher,
     sessions,
 )
 from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.authz import Authz, AuthzCollector
+from podindex.api.ipsets import IpSetsCollector
 from podindex.api.lookup import ASGIApp, LookupFastPath
 from podindex.api.metrics import CONTENT_TYPE, Metrics, TimedRoutes
 from podindex.kube.errors import KubeError
@@ -47,6 +49,8 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
     metrics = Metrics(service, authenticator.outcomes)
     authz = Authz(service)
     metrics.registry.register(AuthzCollector(authz))
+    ipset_streams = ipsets.StreamStats()
+    metrics.registry.register(IpSetsCollector(service, ipset_streams))
     openapi_body = msgspec.json.encode(openapi.document())
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -84,6 +88,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *integrations.routes(service),
             *dashboard.routes(service),
             *sessions.routes(service),
+            *ipsets.routes(service, ipset_streams),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],
