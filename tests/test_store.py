@@ -345,3 +345,17 @@ async def test_a_nul_in_pushed_text_does_not_fail_the_batch(store: Store) -> Non
     rows = {r.uid: r for r in await store.rows()}
     assert set(rows) == {"u-nul", "u-ok"}
     assert rows["u-nul"].annotations["note"] in ("a\x00b", "a\ufffdb")
+
+
+async def test_ip_sets_are_saved_replaced_and_deleted(store: Store) -> None:
+    assert await store.ipsets() == []
+    await store.save_ipset("web", '{"name":"web","cluster":"c1","selector":"app=web"}', 1.0)
+    await store.save_ipset("db", '{"name":"db","cluster":"c1"}', 1.0)
+    await store.save_ipset("web", '{"name":"web","cluster":"c1","selector":"app=api"}', 2.0)
+    assert await store.ipsets() == [
+        ("db", '{"name":"db","cluster":"c1"}'),
+        ("web", '{"name":"web","cluster":"c1","selector":"app=api"}'),
+    ]
+    assert await store.delete_ipset("db") is True
+    assert await store.delete_ipset("db") is False
+    assert [name for name, _ in await store.ipsets()] == ["web"]

@@ -13,11 +13,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import msgspec
+
 from podindex.cluster import ClusterSync, WatchOptions
 from podindex.history import HistoryWriter
 from podindex.index import Index
 from podindex.integrations import Integrations
-from podindex.ipsets import IpSets
+from podindex.ipsets import IpSets, IpSetSpec
 from podindex.kube.client import KubeClient
 from podindex.kube.config import ClusterAccess, discover_access, explicit_access
 from podindex.kube.errors import ConfigError
@@ -38,6 +40,7 @@ class Service:
     expiry_interval: float = 1.0
     integrations: Integrations = field(init=False)
     ipsets: IpSets = field(init=False)
+    ipsets_loaded: bool = field(default=False, init=False)
     integration_clusters: set[str] = field(default_factory=set)
     """Clusters that are integrations: readiness does not wait for them."""
     _group: asyncio.TaskGroup | None = field(default=None, init=False)
@@ -182,6 +185,7 @@ class Service:
                 await self.history.store.open()
                 await self.integrations.load()
                 await self.history.load(set(self.clusters))
+                await self._load_ipsets()
                 return
             except StoreError as exc:
                 log.error(
@@ -192,6 +196,19 @@ class Service:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _load_ipsets(self) -> None:
+        """The IP sets saved in the store, over the pods history brought back; the first
+        sync then moves them to what the cluster holds."""
+        now = time.time()
+        for name, spec_json in await self.history.store.ipsets():
+            try:
+                spec = msgspec.json.decode(spec_json, type=IpSetSpec)
+            except msgspec.DecodeError as exc:
+                log.error("IP set %s: stored spec unreadable, skipped: %s", name, exc)
+                continue
+            self.ipsets.put(spec, now)
+        self.ipsets_loaded = True
 
     async def _close_history(self) -> None:
         """Write what is pending (briefly: a stopping service must stop), then close."""

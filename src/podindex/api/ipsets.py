@@ -41,6 +41,7 @@ from podindex.api.integrations import Requirement
 from podindex.ipsets import IpSet, IpSetSpec, SetEvent
 from podindex.selectors import SelectorError, build_selector, parse_selector
 from podindex.service import Service
+from podindex.store.base import StoreError
 
 log = logging.getLogger("podindex.ipsets")
 
@@ -98,6 +99,21 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
         if principal.namespaces is not None:
             raise ApiProblem(403, "forbidden", f"{principal.name} is admin only in some namespaces")
 
+    def loaded() -> None:
+        if not service.ipsets_loaded:
+            raise ApiProblem(503, "not_ready", "the IP sets are not loaded from the store yet")
+
+    async def saved(spec: IpSetSpec) -> None:
+        """Stored first: a set the store did not take is not changed (503)."""
+        try:
+            await service.history.store.save_ipset(
+                spec.name, msgspec.json.encode(spec).decode(), time.time()
+            )
+        except StoreError as exc:
+            raise ApiProblem(
+                503, "store_unavailable", f"the store did not save it: {exc}"
+            ) from None
+
     def named(request: Request) -> IpSet:
         name = request.path_params["name"]
         ipset = sets.sets.get(name)
@@ -140,15 +156,18 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
 
     async def create(request: Request) -> Response:
         await admin(request)
+        loaded()
         spec = spec_from(await decode_body(request, SetBody, MAX_BODY), None)
         if spec.name in sets.sets:
             raise ApiProblem(409, "name_taken", f"an IP set {spec.name!r} exists")
+        await saved(spec)
         ipset = sets.put(spec, time.time())
         log.info("IP set %s created: %s", spec.name, spec)
         return _json(view(ipset), 201)
 
     async def listing(request: Request) -> Response:
         await reader(request)
+        loaded()
         return _json({"items": [view(s) for _, s in sorted(sets.sets.items())]})
 
     async def get(request: Request) -> Response:
@@ -162,6 +181,7 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
         if body.name is not None and body.name != ipset.spec.name:
             raise ApiProblem(400, "invalid_name", "name: a set cannot be renamed")
         spec = spec_from(body, ipset.spec)
+        await saved(spec)
         sets.put(spec, time.time())
         log.info("IP set %s updated: %s", spec.name, spec)
         return _json(view(ipset))
@@ -169,6 +189,12 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
     async def delete(request: Request) -> Response:
         await admin(request)
         ipset = named(request)
+        try:
+            await service.history.store.delete_ipset(ipset.spec.name)
+        except StoreError as exc:
+            raise ApiProblem(
+                503, "store_unavailable", f"the store did not delete it: {exc}"
+            ) from None
         sets.delete(ipset.spec.name)
         log.info("IP set %s deleted", ipset.spec.name)
         return Response(status_code=204)

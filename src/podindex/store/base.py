@@ -215,6 +215,17 @@ class Store(Protocol):
     async def delete_integration(self, integration_id: str) -> bool:
         """Remove one; False when there was none of that id."""
 
+    # --- IP sets (named selector scopes) -----------------------------------------
+
+    async def ipsets(self) -> list[tuple[str, str]]:
+        """Every IP set as (name, its spec's JSON), ordered by name."""
+
+    async def save_ipset(self, name: str, spec_json: str, at: float) -> None:
+        """Insert or replace (by name)."""
+
+    async def delete_ipset(self, name: str) -> bool:
+        """Remove one; False when there was none of that name."""
+
 
 def redact(url: str) -> str:
     """``url`` without its password, for logs and errors."""

@@ -100,6 +100,12 @@ MIGRATIONS: tuple[str, ...] = (
         last_sync double precision
     );
     """,
+    # 4: IP sets; the spec is the API's JSON (the store reads none of it).
+    """
+    CREATE TABLE ipsets (
+        name text PRIMARY KEY, spec text NOT NULL, updated_at double precision NOT NULL
+    );
+    """,
 )
 
 _MIGRATION_LOCK = 0x706F64696E646578
@@ -462,6 +468,33 @@ class PostgresStore:
             return status != "DELETE 0"
 
         return await self._run("deleting an integration", delete)
+
+    async def ipsets(self) -> list[tuple[str, str]]:
+        async def read(conn: Any) -> list[tuple[str, str]]:
+            found = await conn.fetch('SELECT name, spec FROM ipsets ORDER BY name COLLATE "C"')
+            return [(rec[0], rec[1]) for rec in found]
+
+        return await self._run("reading IP sets", read)
+
+    async def save_ipset(self, name: str, spec_json: str, at: float) -> None:
+        async def save(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO ipsets (name, spec, updated_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, "
+                "updated_at = excluded.updated_at",
+                name,
+                spec_json,
+                at,
+            )
+
+        await self._run("saving an IP set", save)
+
+    async def delete_ipset(self, name: str) -> bool:
+        async def delete(conn: Any) -> bool:
+            status: str = await conn.execute("DELETE FROM ipsets WHERE name = $1", name)
+            return status != "DELETE 0"
+
+        return await self._run("deleting an IP set", delete)
 
     async def _run(self, what: str, job: Callable[[Any], Awaitable[_T]]) -> _T:
         pool = self._pool

@@ -108,6 +108,10 @@ MIGRATIONS: tuple[str, ...] = (
         last_error TEXT NOT NULL, last_error_phase TEXT NOT NULL, last_sync REAL
     );
     """,
+    # 4: IP sets; the spec is the API's JSON (the store reads none of it).
+    """
+    CREATE TABLE ipsets (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
 )
 
 _COLUMNS = ", ".join(POD_COLUMNS)
@@ -456,6 +460,31 @@ class SQLiteStore:
             with _transaction(conn):
                 cursor = conn.execute("DELETE FROM integrations WHERE id = ?", (integration_id,))
                 return cursor.rowcount > 0
+
+        return await self._run(delete)
+
+    async def ipsets(self) -> list[tuple[str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return list(conn.execute("SELECT name, spec FROM ipsets ORDER BY name"))
+
+        return await self._run(read)
+
+    async def save_ipset(self, name: str, spec_json: str, at: float) -> None:
+        def save(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO ipsets (name, spec, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, "
+                    "updated_at = excluded.updated_at",
+                    (name, spec_json, at),
+                )
+
+        await self._run(save)
+
+    async def delete_ipset(self, name: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return conn.execute("DELETE FROM ipsets WHERE name = ?", (name,)).rowcount > 0
 
         return await self._run(delete)
 
