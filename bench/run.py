@@ -22,6 +22,7 @@ BENCHMARKS = {
     "history": ["bench_history.py", "--pods", "100000", "--runs", "3"],
     "dashboard": ["bench_dashboard.py", "--pods", "100000", "--requests", "200", "--runs", "3"],
     "logs": ["bench_logs.py", "--lines", "200000", "--runs", "3"],
+    "ipsets": ["bench_ipsets.py", "--pods", "100000", "--sets", "1000", "--runs", "3"],
     "authz": ["bench_authz.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
 }
 
