@@ -329,12 +329,37 @@ async def test_a_grant_can_be_limited_to_namespaces(tmp_path: Path) -> None:
         Reviews({"deployer": sa_user("ops", "deployer")}),
     )
     scoped = await auth.check("Bearer scoped", Role.ADMIN, "team-a")
-    assert scoped.may_see("team-a") and not scoped.may_see("team-b")
+    assert scoped.namespaces_for(Role.ADMIN) == frozenset({"team-a"})
     with pytest.raises(ApiProblem) as caught:
         await auth.check("Bearer scoped", Role.READER, "team-b")
     assert caught.value.status == 403 and "only in team-a" in caught.value.message
+    # A route about no one namespace (a push, a lookup by IP, an IP set) is out of reach
+    # of a grant limited to namespaces, unless the route filters by the grant itself.
+    with pytest.raises(ApiProblem) as caught:
+        await auth.check("Bearer scoped", Role.ADMIN)
+    assert caught.value.status == 403 and "cluster-wide" in caught.value.message
+    listing = await auth.check("Bearer scoped", Role.READER, any_namespace=True)
+    assert listing.namespaces_for(Role.READER) == frozenset({"team-a"})
     deployer = await auth.check("Bearer deployer", Role.READER, "web")
     assert deployer.namespaces == frozenset({"ops", "web"}), "the union of matching grants"
+
+
+async def test_a_broad_lower_grant_is_kept_beside_a_narrow_higher_one(tmp_path: Path) -> None:
+    (tmp_path / "access.yaml").write_text(
+        "serviceAccounts:\n"
+        "  - {group: 'system:serviceaccounts:ops', role: reader}\n"
+        "  - {user: 'system:serviceaccount:ops:deployer', role: admin, namespaces: [team-a]}\n"
+    )
+    auth = Authenticator(
+        AccessFile(str(tmp_path / "access.yaml")),
+        Reviews({"deployer": sa_user("ops", "deployer")}),
+    )
+    assert (await auth.check("Bearer deployer", Role.READER, "team-b")).name.endswith("deployer")
+    await auth.check("Bearer deployer", Role.READER)  # reader everywhere
+    await auth.check("Bearer deployer", Role.ADMIN, "team-a")
+    with pytest.raises(ApiProblem) as caught:
+        await auth.check("Bearer deployer", Role.ADMIN, "team-b")
+    assert caught.value.status == 403
 
 
 def test_namespaces_must_be_a_list_of_names() -> None:

@@ -218,3 +218,32 @@ async def test_every_rest_route_and_its_status_codes_over_a_real_socket(live: Li
             assert (response.status_code, body["code"]) == (status, status), (method, path)
             assert set(body) == {"code", "message", "data"}
     assert live.sim.get_pod("team-a", "web-1") is None
+
+
+async def test_a_client_that_leaves_ends_the_shell_and_the_audit_says_so(live: Live) -> None:
+    url = live.ws + WS.format(name="web-1", kind="exec") + "?container=app&tty=false"
+    async with (
+        aiohttp.ClientSession(headers=bearer(ADMIN_TOKEN)) as session,
+        session.ws_connect(url) as ws,
+    ):
+        await ws.send_str("not json")  # a bad frame is answered and skipped
+        error = await asyncio.wait_for(ws.receive_json(), 10)
+        assert error["type"] == "error" and error["code"] == 400
+        await ws.send_json({"type": "input", "data": "echo still here\n"})
+        output = ""
+        while "still here" not in output:
+            message = await asyncio.wait_for(ws.receive_json(), 10)
+            output += message.get("data", "")
+    # The client left an idle shell: podindex closes the session with Kubernetes.
+    for _ in range(100):
+        if live.sim.exec_sessions and live.sim.exec_sessions[-1].ended:
+            break
+        await asyncio.sleep(0.05)
+    assert live.sim.exec_sessions[-1].ended, "the kubelet's session was left open"
+    await asyncio.sleep(0.2)
+    ends = [
+        json.loads(line)["audit"]
+        for line in live.stop().splitlines()
+        if '"podindex.audit"' in line and '"end"' in line
+    ]
+    assert ends and ends[-1]["endedBy"] == "client" and ends[-1]["exitCode"] is None

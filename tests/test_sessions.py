@@ -95,3 +95,16 @@ async def test_admitted_by_header_or_subprotocol_token(
         assert error == {"type": "error", "code": 404, "message": "no cluster 'default'"}
         closing = await ws.receive()
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4404
+
+
+def test_a_resume_point_is_an_exact_time_and_the_lines_seen_at_it() -> None:
+    from podindex.api.sessions import _instant, _seen
+
+    at = _instant("2026-11-30T13:51:27.000000123Z")
+    assert at == _instant("2026-11-30T14:51:27.000000123+01:00"), "offsets are normalised"
+    stamp = "2026-11-30T13:51:27.000000123Z"
+    assert _seen("2026-11-30T13:51:27.000000122Z", 0, (at, 0)) is True
+    assert _seen(stamp, 0, (at, 0)) is True
+    assert _seen(stamp, 1, (at, 0)) is False, "a second line of the same time was not seen"
+    assert _seen(stamp, 5, (at, None)) is True, "without sinceSeq: the whole instant"
+    assert _seen("2026-11-30T13:51:27.000000124Z", 0, (at, None)) is False

@@ -56,19 +56,43 @@ class Role(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class Grant:
+    role: Role
+    namespaces: frozenset[str] | None = None
+    """Where the role holds; None: every namespace."""
+
+
+@dataclass(frozen=True)
 class Principal:
     name: str
-    role: Role
     via: str
     """``token`` (the access file), ``serviceaccount`` (TokenReview) or ``anonymous``."""
-    namespaces: frozenset[str] | None = None
-    """The namespaces the role holds in; None: every namespace."""
+    grants: tuple[Grant, ...] = ()
 
-    def may_see(self, namespace: str) -> bool:
-        return self.namespaces is None or namespace in self.namespaces
+    @property
+    def role(self) -> Role:
+        """The highest role held anywhere."""
+        return max((g.role for g in self.grants), default=Role.NONE)
+
+    def namespaces_for(self, role: Role) -> frozenset[str] | None:
+        """Where the caller holds ``role`` (or more): None for every namespace."""
+        if role is Role.NONE:
+            return None
+        found: frozenset[str] = frozenset()
+        for grant in self.grants:
+            if grant.role >= role:
+                if grant.namespaces is None:
+                    return None
+                found |= grant.namespaces
+        return found
+
+    @property
+    def namespaces(self) -> frozenset[str] | None:
+        """Where the caller holds its highest role."""
+        return self.namespaces_for(self.role)
 
 
-ANONYMOUS = Principal("anonymous", Role.NONE, "anonymous")
+ANONYMOUS = Principal("anonymous", "anonymous")
 
 
 class AccessFileError(ValueError):
@@ -96,23 +120,10 @@ class AccessRules:
         return bool(self.users or self.groups)
 
     def principal_of(self, user: ReviewedUser) -> Principal:
-        """The reviewed user with what its rules grant: the highest role among the rules
-        that match (NONE when none does), in the union of their namespaces."""
+        """The reviewed user with every grant its user name and groups match."""
         grants = [self.users.get(user.username)]
         grants += [self.groups.get(group) for group in user.groups]
-        matched = [g for g in grants if g is not None]
-        role = max((g.role for g in matched), default=Role.NONE)
-        namespaces: frozenset[str] | None = frozenset()
-        for grant in matched:
-            if grant.role == role and namespaces is not None:
-                namespaces = None if grant.namespaces is None else namespaces | grant.namespaces
-        return Principal(user.username, role, "serviceaccount", namespaces)
-
-
-@dataclass(frozen=True)
-class Grant:
-    role: Role
-    namespaces: frozenset[str] | None = None
+        return Principal(user.username, "serviceaccount", tuple(g for g in grants if g is not None))
 
 
 _ROLES = {"reader": Role.READER, "admin": Role.ADMIN}
@@ -148,7 +159,7 @@ def parse_access(text: str, source: str) -> AccessRules:
         if digest in rules.tokens:
             raise AccessFileError(f"{where}: the same token is listed twice")
         rules.tokens[digest] = Principal(
-            name, _role(entry, where), "token", _namespaces(entry, where)
+            name, "token", (Grant(_role(entry, where), _namespaces(entry, where)),)
         )
     for i, entry in enumerate(_entries(data, "serviceAccounts", source)):
         where = f"{source}: serviceAccounts[{i}]"
@@ -270,10 +281,21 @@ class Authenticator:
         self.outcomes: dict[str, int] = dict.fromkeys(_OUTCOMES, 0)
 
     async def check(
-        self, authorization: str | None, role: Role, namespace: str | None = None
+        self,
+        authorization: str | None,
+        role: Role,
+        namespace: str | None = None,
+        *,
+        any_namespace: bool = False,
     ) -> Principal:
-        """The caller, if it holds ``role`` (in ``namespace``, when one is named);
-        otherwise raise the 401/403/503 ApiProblem."""
+        """The caller, if it holds ``role`` where the route acts; otherwise raise the
+        401/403/503 ApiProblem.
+
+        ``namespace``: the route is about that namespace. None: it is not about
+        one namespace, so a grant limited to namespaces does not reach it,
+        unless ``any_namespace`` (the route itself shows only what the caller's
+        namespaces allow: :meth:`Principal.namespaces_for`).
+        """
         if role is Role.NONE:
             return ANONYMOUS
         token = _bearer(authorization)
@@ -299,13 +321,17 @@ class Authenticator:
                 f"{principal.name} has role {principal.role.name.lower()}; "
                 f"this needs {role.name.lower()}",
             )
-        if namespace is not None and not principal.may_see(namespace):
+        where = principal.namespaces_for(role)
+        if where is not None and (
+            namespace not in where if namespace is not None else not any_namespace
+        ):
             self.outcomes["forbidden"] += 1
+            place = f"not in {namespace}" if namespace else "and this route is cluster-wide"
             raise ApiProblem(
                 403,
                 "forbidden",
-                f"{principal.name} has role {principal.role.name.lower()} only in "
-                f"{', '.join(sorted(principal.namespaces or ()))}, not in {namespace}",
+                f"{principal.name} has role {role.name.lower()} only in "
+                f"{', '.join(sorted(where))}, {place}",
             )
         self.outcomes["allowed"] += 1
         return principal
@@ -358,11 +384,15 @@ def _bearer(authorization: str | None) -> str | None:
     return token
 
 
-async def require(request: Request, role: Role, namespace: str | None = None) -> Principal:
-    """The caller of ``request`` if it holds ``role`` (in ``namespace``, when one is
-    named); raises the 401/403 ApiProblem."""
+async def require(
+    request: Request, role: Role, namespace: str | None = None, *, any_namespace: bool = False
+) -> Principal:
+    """The caller of ``request`` if it holds ``role`` where the route acts (see
+    :meth:`Authenticator.check`); raises the 401/403 ApiProblem."""
     authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.check(request.headers.get("authorization"), role, namespace)
+    return await authenticator.check(
+        request.headers.get("authorization"), role, namespace, any_namespace=any_namespace
+    )
 
 
 async def require_lookup(request: Request) -> Principal:

@@ -35,6 +35,7 @@ from podindex.cluster import ClusterSync
 from podindex.index import PodRecord
 from podindex.kube import pods
 from podindex.kube.errors import ApiError, KubeError
+from podindex.model import Pod
 from podindex.selectors import SelectorError, parse_selector
 from podindex.service import Service
 from podindex.sharing import KeptPod
@@ -147,13 +148,13 @@ def routes(service: Service) -> list[Route]:
         return sync
 
     async def reader(request: Request, namespace: str | None) -> Principal:
-        return await require(request, lookup_role, namespace)
+        return await require(request, lookup_role, namespace, any_namespace=namespace is None)
 
     async def pod_list(request: Request) -> Response:
-        sync = cluster_of(request)
         params = request.query_params
         namespace = params.get("namespace") or None
         principal = await reader(request, namespace)
+        sync = cluster_of(request)
         page = int_param(request.query_params, "page", 1, 1, 1_000_000)
         page_size = int_param(request.query_params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         try:
@@ -179,7 +180,7 @@ def routes(service: Service) -> list[Route]:
             within=within,
             status=params.get("status") or None,
             search=(params.get("search") or "").strip().lower(),
-            namespaces=principal.namespaces,
+            namespaces=principal.namespaces_for(lookup_role),
             start=(page - 1) * page_size,
             stop=page * page_size,
         )
@@ -195,16 +196,19 @@ def routes(service: Service) -> list[Route]:
         return record
 
     async def pod_detail(request: Request) -> Response:
-        sync = cluster_of(request)
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         await reader(request, namespace)
+        sync = cluster_of(request)
         record = known_pod(sync, namespace, name)
         try:
             obj = msgspec.json.decode(await sync.client.get(pods.pod_path(namespace, name)))
         except KubeError as exc:
             raise from_kube(exc, sync, f"reading pod {namespace}/{name}") from None
         metadata = obj.get("metadata") or {}
-        display = _display(record)
+        # The object is the cluster's now (a same-name successor, maybe): its columns are
+        # computed from it, and the index's workload shown only for the same instance.
+        display = display_status(msgspec.convert(obj, Pod, strict=False))
+        same = metadata.get("uid") == record.key[1]
         return envelope(
             {
                 "name": metadata.get("name"),
@@ -219,16 +223,16 @@ def routes(service: Service) -> list[Route]:
                 "displayStatus": display.status,
                 "ready": display.ready,
                 "restarts": display.restarts,
-                "workload": msgspec.to_builtins(record.workload),
+                "workload": msgspec.to_builtins(record.workload) if same else None,
                 "deletionTimestamp": metadata.get("deletionTimestamp"),
                 "createdAt": metadata.get("creationTimestamp"),
             }
         )
 
     async def pod_delete(request: Request) -> Response:
-        sync = cluster_of(request)
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         principal = await require(request, Role.ADMIN, namespace)
+        sync = cluster_of(request)
         force = bool_param(request.query_params, "force")
         grace: int | None = None
         if "gracePeriod" in request.query_params:
@@ -263,9 +267,9 @@ def routes(service: Service) -> list[Route]:
         return envelope(None, "Pod deleted successfully")
 
     async def pod_events(request: Request) -> Response:
-        sync = cluster_of(request)
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         await reader(request, namespace)
+        sync = cluster_of(request)
         record = known_pod(sync, namespace, name)
         try:
             events = await pods.pod_events(sync.client, namespace, name, record.key[1])
@@ -274,9 +278,9 @@ def routes(service: Service) -> list[Route]:
         return envelope(msgspec.to_builtins(events))
 
     async def pod_logs(request: Request) -> Response:
-        sync = cluster_of(request)
         namespace, name = request.path_params["namespace"], request.path_params["name"]
         await reader(request, namespace)
+        sync = cluster_of(request)
         record = known_pod(sync, namespace, name)
         params = log_params(request.query_params, record)
         stack = contextlib.AsyncExitStack()

@@ -45,6 +45,7 @@ import codecs
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -172,9 +173,15 @@ def routes(service: Service) -> list[WebSocketRoute]:
     return [WebSocketRoute(base + "/logs", logs), WebSocketRoute(base + "/exec", shell)]
 
 
-def _subscription(request: Any, record: PodRecord) -> tuple[dict[str, str], bool, str | None, bool]:
-    """Kubernetes log parameters, whether the client wants timestamps, the resume point, and
-    whether it takes lines in batches."""
+Instant = tuple[int, int]
+"""(unix seconds, nanoseconds): a log line's time, exactly."""
+
+
+def _subscription(
+    request: Any, record: PodRecord
+) -> tuple[dict[str, str], bool, tuple[Instant, int | None] | None, bool]:
+    """Kubernetes log parameters, whether the client wants timestamps, the resume point
+    (the last line's time and ``seq`` it saw), and whether it takes lines in batches."""
     if not isinstance(request, dict) or request.get("type") != "subscribe":
         raise ApiProblem(400, "no_subscribe", 'expected {"type": "subscribe", …}')
     query = {
@@ -190,16 +197,46 @@ def _subscription(request: Any, record: PodRecord) -> tuple[dict[str, str], bool
     if follow:
         params["follow"] = "true"
     params["timestamps"] = "true"
+    resume: tuple[Instant, int | None] | None = None
     since = request.get("sinceTime")
     if since is not None:
-        if not isinstance(since, str) or "T" not in since:
+        instant = _instant(since) if isinstance(since, str) else None
+        if instant is None:
             raise ApiProblem(400, "invalid_parameter", "sinceTime: expected an RFC 3339 time")
-        params["sinceTime"] = since.split(".")[0].rstrip("Z") + "Z"
+        seq = request.get("sinceSeq")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+            raise ApiProblem(400, "invalid_parameter", "sinceSeq: expected a whole number")
+        # Kubernetes takes whole seconds: ask from the second, drop what was seen here.
+        whole = datetime.fromtimestamp(instant[0], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        params["sinceTime"] = whole
         params.pop("tailLines", None)
+        resume = (instant, seq)
     batch = request.get("batch", False)
     if batch not in (True, False):
         raise ApiProblem(400, "invalid_parameter", "batch: expected true or false")
-    return params, bool(request.get("timestamps", False)), since, batch
+    return params, bool(request.get("timestamps", False)), resume, batch
+
+
+def _instant(stamp: str) -> Instant | None:
+    """An RFC 3339 time to the nanosecond (any offset), or None."""
+    head, dot, rest = stamp.partition(".")
+    fraction, offset = "", ""
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction, offset = rest[:digits], rest[digits:]
+    else:
+        for sign in ("Z", "+", "-"):
+            at = head.find(sign, 11)
+            if at != -1:
+                head, offset = head[:at], head[at:]
+                break
+    try:
+        when = datetime.fromisoformat(head + (offset.replace("Z", "+00:00") or "+00:00"))
+    except ValueError:
+        return None
+    if len(fraction) > 9:
+        return None
+    return int(when.timestamp()), int(fraction.ljust(9, "0") or 0)
 
 
 async def _follow(
@@ -208,10 +245,11 @@ async def _follow(
     record: PodRecord,
     params: dict[str, str],
     timestamps: bool,
-    resume_after: str | None,
+    resume: tuple[Instant, int | None] | None,
     batch: bool,
 ) -> None:
     send = _Sender(websocket)
+    last: list[Any] = [None, -1]  # the last line's timestamp text and its seq
     what = f"{sync.cluster_id}/{record.namespace}/{record.name}"
 
     async def pump() -> None:
@@ -232,9 +270,14 @@ async def _follow(
         entries = []
         for line in lines:
             stamp, _, text = line.partition(" ")
-            if resume_after is not None and _not_after(stamp, resume_after):
+            # seq: how many lines before this one carried the same time (usually 0).
+            last[1] = last[1] + 1 if stamp == last[0] else 0
+            last[0] = stamp
+            if resume is not None and _seen(stamp, last[1], resume):
                 continue
-            entries.append({"data": line if timestamps else text, "timestamp": stamp})
+            entries.append(
+                {"data": line if timestamps else text, "timestamp": stamp, "seq": last[1]}
+            )
         if not batch:
             for entry in entries:
                 await send({"type": "log", **entry})
@@ -263,14 +306,14 @@ async def _follow(
                 await task
 
 
-def _not_after(stamp: str, resume_after: str) -> bool:
-    """``stamp`` is at or before the resume point (RFC 3339 with nanoseconds, both UTC)."""
-    return _fraction_padded(stamp) <= _fraction_padded(resume_after)
-
-
-def _fraction_padded(stamp: str) -> str:
-    head, dot, rest = stamp.rstrip("Z").partition(".")
-    return head + "." + (rest if dot else "").ljust(9, "0")
+def _seen(stamp: str, seq: int, resume: tuple[Instant, int | None]) -> bool:
+    """The client saw this line already: before its resume point, or at that time with a
+    ``seq`` it had (without ``sinceSeq``, every line of that time counts as seen)."""
+    instant = _instant(stamp)
+    if instant is None:
+        return False
+    at, seen_seq = resume
+    return instant < at or (instant == at and (seen_seq is None or seq <= seen_seq))
 
 
 async def _exec(
@@ -303,68 +346,107 @@ async def _exec(
         extra={"audit": {**session, "event": "start"}},
     )
     code: int | None = None
+    ended_by = "command"
     send = _Sender(websocket)
     try:
         async with pods.exec_stream(
             sync.client, record.namespace, record.name, container, command, tty=tty
         ) as stream:
-            forwarding = asyncio.create_task(_forward_input(websocket, stream))
+            client = asyncio.create_task(_forward_input(websocket, stream, send))
+            output = asyncio.create_task(_forward_output(stream, send))
             try:
-                decoders = {
-                    channel: codecs.getincrementaldecoder("utf-8")("replace")
-                    for channel in (pods.STDOUT, pods.STDERR)
-                }
-                async for channel, payload in stream.frames():
-                    if channel in decoders:
-                        text = decoders[channel].decode(payload)
-                        if text:
-                            name = "stdout" if channel == pods.STDOUT else "stderr"
-                            await send({"type": "output", "data": text, "stream": name})
-                    elif channel == pods.STATUS:
-                        code, message = pods.exit_code(payload)
-                        await send({"type": "exit", "code": code, "message": message})
+                done, _ = await asyncio.wait({client, output}, return_when=asyncio.FIRST_COMPLETED)
+                if output in done:
+                    code = output.result()
+                else:
+                    # The client went away (or broke): leaving this block closes the
+                    # session with Kubernetes, so the command does not run on unwatched.
+                    ended_by = "client"
+                    client.result()
             finally:
-                forwarding.cancel()
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                    await forwarding
-        if code is None:
-            await send({"type": "exit", "code": None, "message": "the session ended"})
-        await websocket.close(code=1000)
+                for task in (client, output):
+                    task.cancel()
+                for task in (client, output):
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                        await task
+        if ended_by == "command":
+            if code is None:
+                await send({"type": "exit", "code": None, "message": "the session ended"})
+            await websocket.close(code=1000)
     except KubeError as exc:
         await _fail(websocket, from_kube(exc, sync, f"exec in {record.namespace}/{record.name}"))
     except WebSocketDisconnect:
-        pass
+        ended_by = "client"
     finally:
         audit.info(
-            "exec ended in %s/%s by %s: exit %s",
+            "exec ended in %s/%s by %s: exit %s (%s)",
             record.namespace,
             record.name,
             principal.name,
             code,
+            ended_by,
             extra={
                 "audit": {
                     **session,
                     "event": "end",
                     "exitCode": code,
+                    "endedBy": ended_by,
                     "seconds": round(time.monotonic() - started, 3),
                 }
             },
         )
 
 
-async def _forward_input(websocket: WebSocket, stream: pods.ExecStream) -> None:
-    """Client messages to the session: input, resize, close (end of input)."""
+async def _forward_output(stream: pods.ExecStream, send: _Sender) -> int | None:
+    """Kubernetes' output to the client; the exit code when the command ends."""
+    decoders = {
+        channel: codecs.getincrementaldecoder("utf-8")("replace")
+        for channel in (pods.STDOUT, pods.STDERR)
+    }
+    code: int | None = None
+    async for channel, payload in stream.frames():
+        if channel in decoders:
+            text = decoders[channel].decode(payload)
+            if text:
+                name = "stdout" if channel == pods.STDOUT else "stderr"
+                await send({"type": "output", "data": text, "stream": name})
+        elif channel == pods.STATUS:
+            code, message = pods.exit_code(payload)
+            await send({"type": "exit", "code": code, "message": message})
+    return code
+
+
+async def _forward_input(websocket: WebSocket, stream: pods.ExecStream, send: _Sender) -> None:
+    """Client messages to the session (input, resize, close of input) until the client
+    goes; a message that is not one of those is answered with an error and skipped."""
     while True:
-        message = await websocket.receive_json()
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "input" and isinstance(message.get("data"), str):
-            await stream.stdin(message["data"].encode())
-        elif kind == "resize":
-            cols, rows = message.get("cols"), message.get("rows")
-            if isinstance(cols, int) and isinstance(rows, int) and cols > 0 and rows > 0:
-                await stream.resize(cols, rows)
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            decoded = msgspec.json.decode(message.get("text") or message.get("bytes") or b"")
+        except msgspec.DecodeError:
+            decoded = None
+        kind = decoded.get("type") if isinstance(decoded, dict) else None
+        if kind == "input" and isinstance(decoded.get("data"), str):
+            await stream.stdin(decoded["data"].encode())
+        elif kind == "resize" and _size(decoded.get("cols")) and _size(decoded.get("rows")):
+            await stream.resize(decoded["cols"], decoded["rows"])
         elif kind == "close":
             await stream.close_stdin()
+        else:
+            await send(
+                {
+                    "type": "error",
+                    "code": 400,
+                    "message": 'expected {"type": "input", "data"}, {"type": "resize", '
+                    '"cols", "rows"} or {"type": "close"}; message skipped',
+                }
+            )
+
+
+def _size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 10_000
 
 
 async def _until_closed(websocket: WebSocket) -> None:
