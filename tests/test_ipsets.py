@@ -240,9 +240,9 @@ def test_revisions_older_than_the_log_or_from_before_a_restart_need_a_resync() -
     index.observers.append(sets.observe)
     for i in range(6, 12):
         index.upsert_pod("c1", new_pod(f"p{i}", f"u{i}", ips=[f"10.1.0.{i}"], rv=i), 0.0)
-    assert ipset.revision == 5_006
-    assert ipset.since(5_003) is not None and len(ipset.since(5_003) or []) == 3
-    assert ipset.since(5_002) is None, "evicted from the log"
+    assert ipset.revision == 5_007  # the first set starts above the base
+    assert ipset.since(5_004) is not None and len(ipset.since(5_004) or []) == 3
+    assert ipset.since(5_003) is None, "evicted from the log"
     assert ipset.since(4_000) is None, "a revision from before this process"
     assert ipset.since(9_999) is None, "a revision this set never issued"
 
@@ -256,3 +256,26 @@ def test_a_terminal_or_host_network_pod_holds_no_member(grace: float) -> None:
     index.upsert_pod("c1", new_pod("done", "u1", ips=["10.2.0.1"], phase="Succeeded"), 0.0)
     index.upsert_pod("c1", new_pod("node", "u2", host_network=True, host_ip="10.0.0.9"), 0.0)
     assert ipset.members == {}
+
+
+def test_a_set_deleted_and_made_again_never_reissues_a_revision() -> None:
+    index = Index()
+    sets = IpSets(index, revision_base=1_000)
+    index.observers.append(sets.observe)
+    old = sets.put(IpSetSpec("fw", "c1", "app=a", grace_seconds=0), 0.0)
+    for i in range(1, 4):
+        index.upsert_pod(
+            "c1", new_pod(f"a{i}", f"ua{i}", ips=[f"10.0.0.{i}"], labels={"app": "a"}), 0.0
+        )
+    last_seen = old.revision
+    deleted: list[SetEvent] = []
+    old.listeners.append(deleted.append)
+    sets.delete("fw")
+    assert [e.type for e in deleted] == ["DELETED"]
+    new = sets.put(IpSetSpec("fw", "c1", "app=b", grace_seconds=0), 0.0)
+    for i in range(1, 6):
+        index.upsert_pod(
+            "c1", new_pod(f"b{i}", f"ub{i}", ips=[f"10.0.1.{i}"], labels={"app": "b"}), 0.0
+        )
+    assert new.floor > last_seen
+    assert new.since(last_seen) is None, "the old set's client must resync"

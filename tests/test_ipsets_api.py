@@ -232,3 +232,44 @@ async def test_roles_and_server_sent_events(running: Running) -> None:
         gone = await client.delete(SETS + "/web", headers=bearer(ADMIN_TOKEN))
         assert gone.status_code == 204
         assert (await client.get(SETS + "/web", headers=reader)).status_code == 404
+
+
+async def test_concurrent_changes_to_one_set_do_not_interleave(running: Running) -> None:
+    async with httpx.AsyncClient(base_url=running.base, headers=bearer(ADMIN_TOKEN)) as client:
+        made = await asyncio.gather(
+            *(
+                client.post(SETS, json={"name": "fw", "cluster": "default", "selector": s})
+                for s in ("app=web", "app=db")
+            )
+        )
+        assert sorted(r.status_code for r in made) == [201, 409]
+        changed, gone = await asyncio.gather(
+            client.patch(f"{SETS}/fw", json={"selector": "app=web"}),
+            client.delete(f"{SETS}/fw"),
+        )
+        assert gone.status_code == 204 and changed.status_code in (200, 404)
+        assert (await client.get(f"{SETS}/fw")).status_code == 404, "deleted means deleted"
+
+
+async def test_a_stream_that_overflowed_still_hears_its_set_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from podindex.api import ipsets as api
+    from podindex.index import Index
+    from podindex.ipsets import IpSets, IpSetSpec
+    from tests.test_index import new_pod
+
+    monkeypatch.setattr(api, "STREAM_QUEUE", 2)
+    index = Index()
+    sets = IpSets(index, revision_base=0)
+    index.observers.append(sets.observe)
+    index.upsert_pod("c1", new_pod("p0", "u0", ips=["10.0.0.100"]), 0.0)
+    ipset = sets.put(IpSetSpec("s", "c1", "", grace_seconds=0), 0.0)
+    stream = api._stream(ipset, None, False, api.StreamStats(), lambda: "s" in sets.sets)
+    first = json.loads(await anext(stream))  # the member; the stream now listens
+    assert (first["type"], first["ip"]) == ("ADD", "10.0.0.100")
+    for i in range(1, 6):  # overflows the queue of 2
+        index.upsert_pod("c1", new_pod(f"p{i}", f"u{i}", ips=[f"10.0.0.{i}"]), 0.0)
+    sets.delete("s")
+    lines = [json.loads(line) async for line in stream]
+    assert lines[-1]["type"] == "DELETED"

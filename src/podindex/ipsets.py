@@ -14,10 +14,11 @@ set's next revision:
 - ``RESYNC``: sent by a stream, never logged: what follows is the whole set;
 - ``DELETED``: told to the set's listeners when it is deleted, never logged.
 
-Revisions grow by one per event, from a base taken from the clock when the
-set is loaded (unix seconds times a million), so revisions issued before a restart
-are older than every revision after it, and a client resuming from one is
-sent a RESYNC rather than a silent gap. Each set keeps its last
+Revisions grow by one per event, from a base above every revision this
+process issued (the first from the clock: unix seconds times a million), so
+a revision issued before a restart, or by a deleted set of the same name, is
+older than any the set issues now, and a client resuming from one is sent a
+RESYNC rather than another set's events. Each set keeps its last
 ``log_size`` events for clients that reconnect with ``since``.
 
 The index calls :meth:`IpSets.observe` with each pod's old and new record;
@@ -169,13 +170,18 @@ class IpSets:
         self.log_size = log_size
         self.sets: dict[str, IpSet] = {}
         self._by_cluster: dict[str, list[IpSet]] = {}
+        self._high_water = revision_base
+        """No revision at or below this was issued by a set that still exists under its
+        name; a new set starts above it, so a client of a deleted set of that name
+        resyncs rather than replaying another set's events as its own."""
 
     def put(self, spec: IpSetSpec, now: float) -> IpSet:
         """Create a set, or change one's scope: the difference is emitted (ADDs now,
         REMOVEs after the grace period), not a drop and refill."""
         existing = self.sets.get(spec.name)
         if existing is None:
-            ipset = IpSet(spec, self.revision_base, self.log_size)
+            base = max([self._high_water, *(s.revision for s in self.sets.values())]) + 1
+            ipset = IpSet(spec, base, self.log_size)
             self.sets[spec.name] = ipset
         else:
             ipset = existing
@@ -192,6 +198,7 @@ class IpSets:
         ipset = self.sets.pop(name, None)
         if ipset is not None:
             self._unfile(ipset)
+            self._high_water = max(self._high_water, ipset.revision)
             gone = SetEvent("DELETED", None, None, ipset.revision)
             for listener in list(ipset.listeners):
                 listener(gone)

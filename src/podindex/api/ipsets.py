@@ -24,7 +24,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -90,6 +90,8 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def routes(service: Service, stats: StreamStats) -> list[Route]:
     sets = service.ipsets
+    changing = asyncio.Lock()
+    """One change at a time: each checks, saves, then applies, and must not interleave."""
 
     async def reader(request: Request) -> None:
         await require(request, Role.READER)
@@ -155,11 +157,13 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
     async def create(request: Request) -> Response:
         await admin(request)
         loaded()
-        spec = spec_from(await decode_body(request, SetBody, MAX_BODY), None)
-        if spec.name in sets.sets:
-            raise ApiProblem(409, "name_taken", f"an IP set {spec.name!r} exists")
-        await saved(spec)
-        ipset = sets.put(spec, time.time())
+        body = await decode_body(request, SetBody, MAX_BODY)
+        async with changing:
+            spec = spec_from(body, None)
+            if spec.name in sets.sets:
+                raise ApiProblem(409, "name_taken", f"an IP set {spec.name!r} exists")
+            await saved(spec)
+            ipset = sets.put(spec, time.time())
         log.info("IP set %s created: %s", spec.name, spec)
         return _json(view(ipset), 201)
 
@@ -174,13 +178,14 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
 
     async def update(request: Request) -> Response:
         await admin(request)
-        ipset = named(request)
         body = await decode_body(request, SetBody, MAX_BODY)
-        if body.name is not None and body.name != ipset.spec.name:
-            raise ApiProblem(400, "invalid_name", "name: a set cannot be renamed")
-        spec = spec_from(body, ipset.spec)
-        await saved(spec)
-        sets.put(spec, time.time())
+        async with changing:
+            ipset = named(request)
+            if body.name is not None and body.name != ipset.spec.name:
+                raise ApiProblem(400, "invalid_name", "name: a set cannot be renamed")
+            spec = spec_from(body, ipset.spec)
+            await saved(spec)
+            sets.put(spec, time.time())
         log.info("IP set %s updated: %s", spec.name, spec)
         return _json(view(ipset))
 
@@ -219,7 +224,7 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
             since = int(raw)
         sse = "text/event-stream" in request.headers.get("accept", "")
         return StreamingResponse(
-            _stream(ipset, since, sse, stats),
+            _stream(ipset, since, sse, stats, lambda: sets.sets.get(ipset.spec.name) is ipset),
             media_type="text/event-stream" if sse else "application/x-ndjson",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -240,14 +245,24 @@ def _event(kind: str, ip: str | None, pod: Any, revision: int) -> dict[str, Any]
 
 
 async def _stream(
-    ipset: IpSet, since: int | None, sse: bool, stats: StreamStats
+    ipset: IpSet,
+    since: int | None,
+    sse: bool,
+    stats: StreamStats,
+    alive: Callable[[], bool],
 ) -> AsyncIterator[bytes]:
     name = ipset.spec.name
     queue: asyncio.Queue[SetEvent] = asyncio.Queue(STREAM_QUEUE)
     overflowed = False
+    deleted = False
 
     def listen(event: SetEvent) -> None:
-        nonlocal overflowed
+        nonlocal overflowed, deleted
+        if event.type == "DELETED":
+            deleted = True  # beside the queue: an overflow must not swallow it
+            if not queue.full():
+                queue.put_nowait(event)  # wakes a stream waiting on an empty queue
+            return
         if overflowed:
             return
         try:
@@ -267,6 +282,8 @@ async def _stream(
 
     ipset.listeners.append(listen)
     stats.watchers[name] = stats.watchers.get(name, 0) + 1
+    # Deleted between the request and this first step: it will never say so itself.
+    deleted = deleted or not alive()
     try:
         replay = ipset.since(since) if since is not None else None
         if since is not None and replay is not None:
@@ -281,13 +298,16 @@ async def _stream(
             for line in lines:
                 yield line
         while True:
+            if deleted:
+                yield encode({"type": "DELETED", "revision": ipset.revision})
+                return
             try:
                 event = await asyncio.wait_for(queue.get(), BOOKMARK_EVERY)
             except TimeoutError:
                 yield encode({"type": "BOOKMARK", "revision": ipset.revision})
                 continue
-            if event.type == "DELETED":
-                yield encode({"type": "DELETED", "revision": event.revision})
+            if event.type == "DELETED" or deleted:
+                yield encode({"type": "DELETED", "revision": ipset.revision})
                 return
             if overflowed:
                 stats.overflows[name] = stats.overflows.get(name, 0) + 1
