@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from podindex.index import Index
 from podindex.ipsets import IpSets, IpSetSpec, PodRef, SetEvent, pod_ref
+from podindex.selectors import parse_selector
 from tests.test_index import new_pod
 
 GRACE = 5.0
@@ -53,7 +54,7 @@ def desired(index: Index, spec: IpSetSpec) -> dict[str, PodRef]:
         labels = holder.pod.metadata.labels
         if spec.namespace is not None and holder.namespace != spec.namespace:
             continue
-        if spec.selector and labels.get("app") != spec.selector.split("=")[1]:
+        if not parse_selector(spec.selector).matches(labels):
             continue
         out[ip] = pod_ref(holder)
     return out
@@ -135,6 +136,7 @@ def test_a_replayed_stream_equals_the_set_the_index_implies(seed: int) -> None:
     specs = [
         IpSetSpec("web", "c1", "app=web", grace_seconds=GRACE),
         IpSetSpec("a-db", "c1", "app=db", namespace="a", grace_seconds=GRACE),
+        IpSetSpec("not-db", "c1", "app!=db", grace_seconds=GRACE),  # no label pair to file by
     ]
     clients = {s.name: Client() for s in specs}
     for spec in specs:

@@ -169,7 +169,11 @@ class IpSets:
         self.revision_base = revision_base
         self.log_size = log_size
         self.sets: dict[str, IpSet] = {}
-        self._by_cluster: dict[str, list[IpSet]] = {}
+        self._filed: dict[str, dict[tuple[str, str] | None, list[IpSet]]] = {}
+        """Per cluster, sets by one label pair their selector requires (None: no such
+        pair): a pod event looks only at the sets its labels can be in."""
+        self._holding: dict[tuple[str, str], set[IpSet]] = {}
+        """(cluster, ip) → the sets that have the IP as a member (draining included)."""
         self._high_water = revision_base
         """No revision at or below this was issued by a set that still exists under its
         name; a new set starts above it, so a client of a deleted set of that name
@@ -188,16 +192,39 @@ class IpSets:
             self._unfile(ipset)
             ipset.spec = spec
             ipset.selector = parse_selector(spec.selector)
-        self._by_cluster.setdefault(spec.cluster, []).append(ipset)
+        pairs = ipset.selector.equalities()
+        filed = self._filed.setdefault(spec.cluster, {})
+        filed.setdefault(pairs[0] if pairs else None, []).append(ipset)
         desired = self._desired(ipset)
         for ip in sorted(set(ipset.members) | set(desired)):
-            ipset.settle(ip, desired.get(ip), now)
+            self._settle(ipset, ip, desired.get(ip), now)
         return ipset
+
+    def _settle(self, ipset: IpSet, ip: str, holder: PodRecord | None, now: float) -> None:
+        ipset.settle(ip, holder, now)
+        self._note(ipset, ip)
+
+    def _note(self, ipset: IpSet, ip: str) -> None:
+        key = (ipset.spec.cluster, ip)
+        if ip in ipset.members:
+            self._holding.setdefault(key, set()).add(ipset)
+        else:
+            holding = self._holding.get(key)
+            if holding is not None:
+                holding.discard(ipset)
+                if not holding:
+                    del self._holding[key]
 
     def delete(self, name: str) -> IpSet | None:
         ipset = self.sets.pop(name, None)
         if ipset is not None:
             self._unfile(ipset)
+            for ip in list(ipset.members):
+                holding = self._holding.get((ipset.spec.cluster, ip))
+                if holding is not None:
+                    holding.discard(ipset)
+                    if not holding:
+                        del self._holding[(ipset.spec.cluster, ip)]
             self._high_water = max(self._high_water, ipset.revision)
             gone = SetEvent("DELETED", None, None, ipset.revision)
             for listener in list(ipset.listeners):
@@ -205,11 +232,23 @@ class IpSets:
         return ipset
 
     def _unfile(self, ipset: IpSet) -> None:
-        same = self._by_cluster.get(ipset.spec.cluster, [])
-        if ipset in same:
-            same.remove(ipset)
-        if not same:
-            self._by_cluster.pop(ipset.spec.cluster, None)
+        filed = self._filed.get(ipset.spec.cluster, {})
+        for key, same in list(filed.items()):
+            if ipset in same:
+                same.remove(ipset)
+                if not same:
+                    del filed[key]
+        if not filed:
+            self._filed.pop(ipset.spec.cluster, None)
+
+    def _candidates(self, cluster: str, labels: dict[str, str]) -> list[IpSet]:
+        filed = self._filed.get(cluster)
+        if not filed:
+            return []
+        found = list(filed.get(None, ()))
+        for pair in labels.items():
+            found += filed.get(pair, ())
+        return found
 
     def _desired(self, ipset: IpSet) -> dict[str, PodRecord]:
         spec = ipset.spec
@@ -231,18 +270,24 @@ class IpSets:
         if some is None:
             return
         cluster = some.key[0]
-        sets = self._by_cluster.get(cluster)
-        if not sets:
+        if cluster not in self._filed:
             return
         ips: Iterable[str] = {*(old.ips if old else ()), *(new.ips if new else ())}
         for ip in ips:
             holder = self.index.holder(cluster, ip)
-            for ipset in sets:
+            # Sets that hold the IP now, and sets the holder's labels can be in.
+            candidates = set(self._holding.get((cluster, ip), ()))
+            if holder is not None:
+                candidates.update(self._candidates(cluster, holder.pod.metadata.labels))
+            for ipset in candidates:
                 in_set = holder if holder is not None and ipset.in_scope(holder) else None
                 if in_set is not None or ip in ipset.members:
-                    ipset.settle(ip, in_set, now)
+                    self._settle(ipset, ip, in_set, now)
 
     def expire(self, now: float) -> None:
         for ipset in self.sets.values():
             if ipset.draining:
+                due = [ip for ip, at in ipset.draining.items() if at <= now]
                 ipset.expire(now)
+                for ip in due:
+                    self._note(ipset, ip)
