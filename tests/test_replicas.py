@@ -9,10 +9,10 @@ same pods, and agree with the emulator. Both wrote every change to history;
 the writes are upserts by (cluster, uid) and (cluster, uid, ip), so the store
 holds each pod once, with exactly one open lease per held IP.
 
-Integrations are the exception, and the test pins down how: one registered
-through replica A is served by A at once; replica B learns of it only when
-it (re)starts and loads the stored integrations (README, "Deploy to a
-cluster", "Several replicas").
+Integrations and pushed pods are the exception, and the test pins down how:
+one registered (or pushed) through replica A is served by A at once; replica
+B learns of it only when it (re)starts and loads the store (README, "Deploy
+to a cluster", "Several replicas").
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from tests.test_e2e_serve import start_podindex, stop, wait_ready
 TOKEN = "replicas-core-token"
 TOKEN_B = "replicas-integration-token-0123456789"
 CLUSTER = "core"
+PUSHED_IP = "192.0.2.77"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
@@ -218,6 +219,27 @@ async def test_two_replicas_on_one_postgresql_answer_alike_through_churn(
             )
             assert not await served_by(client_b)
 
+            # A pod an agent pushes (the broker API) lands in the index of the replica the
+            # Service sent the push to, and in history: the broker's reads, which come from
+            # the database, see it on both at once; the other's index, at its restart.
+            pushed = await client_a.post(
+                "/pod/spec",
+                json={
+                    "pod_name": "agent-pod",
+                    "pod_namespace": "edge",
+                    "pod_ip": PUSHED_IP,
+                    "node_name": "edge-node",
+                },
+            )
+            assert pushed.status_code == 200 and pushed.json()["status"] == "stored", pushed.text
+            assert (await client_a.get("/pod", params={"ip": PUSHED_IP})).status_code == 200
+
+            async def in_history_of_b() -> bool:
+                return (await client_b.get(f"/pod/ip/{PUSHED_IP}")).status_code == 200
+
+            await eventually(in_history_of_b, 10, "B's broker reads see the pushed pod")
+            assert (await client_b.get("/pod", params={"ip": PUSHED_IP})).status_code == 404
+
         # B restarts (a rollout, a crash, `kubectl rollout restart`): now it has it.
         outputs.append(stop(b))
         b, base_b = start_podindex("serve", env=env)
@@ -228,6 +250,8 @@ async def test_two_replicas_on_one_postgresql_answer_alike_through_churn(
             await eventually(lambda: served_by(client_b), 20, "B serves the integration")
             found = (await client_b.get("/pod", params={"ip": remote_ip})).json()
             assert found["uid"] == remote_uid
+            by_ip = await client_b.get("/pod", params={"ip": PUSHED_IP})
+            assert by_ip.status_code == 200 and by_ip.json()["name"] == "agent-pod"
     finally:
         churning.cancel()
         outputs += [stop(a), stop(b)]
