@@ -12,7 +12,8 @@ holds each pod once, with exactly one open lease per held IP.
 Integrations and pushed pods are the exception, and the test pins down how:
 one registered (or pushed) through replica A is served by A at once; replica
 B learns of it only when it (re)starts and loads the store (README, "Deploy
-to a cluster", "Several replicas").
+to a cluster", "Several replicas"); and B's health saves do not undo what was
+changed through A.
 """
 
 from __future__ import annotations
@@ -260,18 +261,16 @@ async def test_two_replicas_on_one_postgresql_answer_alike_through_churn(
         assert "Traceback" not in output, output[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a replica's health save upserts its whole, older copy of an integration "
-    "(Integrations._tick → store.save_integration), undoing a change or a delete made "
-    "through another replica; README 'Several replicas' says to change integrations "
-    "with one replica running",
-)
 @pytest.mark.timeout(90)
 async def test_a_change_through_one_replica_is_not_undone_by_the_other(
     request: pytest.FixtureRequest, key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two services in one process on one database; B's health saves come every tick."""
+    """Two services in one process on one database; B's health saves come every tick.
+
+    Each replica saves the health it observes of every integration it runs. Those saves
+    write the health columns only, so B's older copy of an integration neither reverts
+    A's rename nor brings back what A deleted (B keeps watching it until it restarts).
+    """
     from podindex import integrations
     from tests.test_integrations_api import CORE_TOKEN, PREFIX, body_for, emulator, serving
     from tests.test_integrations_api import eventually as soon
