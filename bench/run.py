@@ -23,6 +23,7 @@ BENCHMARKS = {
     "dashboard": ["bench_dashboard.py", "--pods", "100000", "--requests", "200", "--runs", "3"],
     "logs": ["bench_logs.py", "--lines", "200000", "--runs", "3"],
     "authz": ["bench_authz.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
+    "serve_rss": ["bench_serve_rss.py", "--pods", "0", "10000", "50000"],
 }
 
 
