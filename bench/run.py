@@ -24,6 +24,7 @@ BENCHMARKS = {
     "logs": ["bench_logs.py", "--lines", "200000", "--runs", "3"],
     "ipsets": ["bench_ipsets.py", "--pods", "100000", "--sets", "1000", "--runs", "3"],
     "authz": ["bench_authz.py", "--pods", "100000", "--runs", "3", "--duration", "10"],
+    "serve_rss": ["bench_serve_rss.py", "--pods", "0", "10000", "50000"],
 }
 
 

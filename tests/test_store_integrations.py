@@ -46,6 +46,26 @@ async def test_save_replaces_by_id_and_delete_removes(store: Store) -> None:
     assert await store.integrations() == []
 
 
+async def test_a_health_save_writes_health_only_and_never_inserts(store: Store) -> None:
+    """Another replica's older copy cannot undo a rename or bring back a deleted row."""
+    await store.save_integration(integration("i-1", "renamed-elsewhere", updated_at=2000.0))
+    assert await store.save_integration_health("i-1", "boom", "reachability", 3000.0) is True
+    (only,) = await store.integrations()
+    assert msgspec.structs.asdict(only) == msgspec.structs.asdict(
+        integration(
+            "i-1",
+            "renamed-elsewhere",
+            updated_at=2000.0,
+            last_error="boom",
+            last_error_phase="reachability",
+            last_sync=3000.0,
+        )
+    )
+    assert await store.delete_integration("i-1") is True
+    assert await store.save_integration_health("i-1", "", "", 3001.0) is False
+    assert await store.integrations() == []
+
+
 async def test_a_second_integration_cannot_take_a_name(store: Store) -> None:
     await store.save_integration(integration("i-1", "same"))
     with pytest.raises(StoreRejected):

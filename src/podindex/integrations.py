@@ -352,11 +352,19 @@ class Integrations:
                 last_error_phase=monitor.last_error_phase,
                 last_sync=monitor.last_sync,
             )
-            try:
-                await self.service.history.store.save_integration(updated)
+            try:  # health only: another replica may have changed or deleted the integration
+                stored = await self.service.history.store.save_integration_health(
+                    integration_id, updated.last_error, updated.last_error_phase, updated.last_sync
+                )
             except StoreError as exc:
                 log.warning("integration %s: health not saved (%s)", integration_id, exc)
                 continue
+            if not stored:
+                log.warning(
+                    "integration %s: no longer stored (deleted through another replica?); "
+                    "still watched here until this replica restarts",
+                    integration_id,
+                )
             self.rows[integration_id] = updated
             self._persisted[integration_id] = monitor.transitions
 

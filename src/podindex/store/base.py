@@ -212,6 +212,15 @@ class Store(Protocol):
     async def save_integration(self, integration: StoredIntegration) -> None:
         """Insert or replace (by id). A name another integration has: :class:`StoreRejected`."""
 
+    async def save_integration_health(
+        self, integration_id: str, last_error: str, last_error_phase: str, last_sync: float | None
+    ) -> bool:
+        """Update only an integration's health; False when there is none of that id.
+
+        Never inserts and never writes the configuration: a replica saving the health
+        it observed cannot undo a change, or a delete, made through another replica.
+        """
+
     async def delete_integration(self, integration_id: str) -> bool:
         """Remove one; False when there was none of that id."""
 

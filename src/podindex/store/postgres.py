@@ -460,6 +460,22 @@ class PostgresStore:
 
         await self._run("saving an integration", save)
 
+    async def save_integration_health(
+        self, integration_id: str, last_error: str, last_error_phase: str, last_sync: float | None
+    ) -> bool:
+        async def save(conn: Any) -> bool:
+            status: str = await conn.execute(
+                "UPDATE integrations SET last_error = $1, last_error_phase = $2, last_sync = $3 "
+                "WHERE id = $4",
+                last_error,
+                last_error_phase,
+                last_sync,
+                integration_id,
+            )
+            return status != "UPDATE 0"
+
+        return await self._run("saving an integration's health", save)
+
     async def delete_integration(self, integration_id: str) -> bool:
         async def delete(conn: Any) -> bool:
             status: str = await conn.execute(

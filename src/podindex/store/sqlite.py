@@ -455,6 +455,17 @@ class SQLiteStore:
 
         await self._run(save)
 
+    async def save_integration_health(
+        self, integration_id: str, last_error: str, last_error_phase: str, last_sync: float | None
+    ) -> bool:
+        values = (last_error, last_error_phase, last_sync, integration_id)
+
+        def save(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return conn.execute(_SAVE_INTEGRATION_HEALTH, values).rowcount > 0
+
+        return await self._run(save)
+
     async def delete_integration(self, integration_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
@@ -494,6 +505,10 @@ _SAVE_INTEGRATION = (
     f"INSERT INTO integrations ({', '.join(INTEGRATION_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(INTEGRATION_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in INTEGRATION_COLUMNS if c != "id")
+)
+
+_SAVE_INTEGRATION_HEALTH = (
+    "UPDATE integrations SET last_error = ?, last_error_phase = ?, last_sync = ? WHERE id = ?"
 )
 
 
