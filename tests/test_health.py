@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from podindex.kube.errors import ApiError, StreamStalled, TransportError, Unauthorized, Unreachable
 from podindex.kube.health import HealthMonitor
 from podindex.model import Status
@@ -84,3 +86,34 @@ def test_a_rejected_token_is_an_authentication_error() -> None:
     monitor = HealthMonitor(FakeClock())
     monitor.on_error(Unauthorized(Status(code=401, reason="Unauthorized", message="no")))
     assert (monitor.status, monitor.last_error_phase) == ("Degraded", "authentication")
+
+
+async def test_a_malformed_answer_never_puts_the_token_in_the_health_error() -> None:
+    """aiohttp's response errors carry the request's headers in their repr."""
+    import asyncio
+
+    from podindex.kube.client import PODS, KubeClient
+    from podindex.kube.config import explicit_access
+    from podindex.kube.errors import TransportError
+
+    token = "s3cr3t-integration-token-0123456789"
+
+    async def malformed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(malformed, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = KubeClient(explicit_access(f"http://127.0.0.1:{port}", token=token))
+    monitor = HealthMonitor()
+    try:
+        with pytest.raises(TransportError) as caught:
+            await client.list_page(PODS, None, {"limit": "1"})
+        monitor.on_error(caught.value)
+    finally:
+        await client.close()
+        server.close()
+    assert token not in str(caught.value) and token not in monitor.last_error
+    assert "ClientResponseError" in monitor.last_error

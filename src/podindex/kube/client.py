@@ -24,6 +24,7 @@ from podindex.kube.errors import (
     Unauthorized,
     Unreachable,
     api_error,
+    describe,
 )
 from podindex.model import Status
 
@@ -149,16 +150,16 @@ class KubeClient:
                     method, url, params=params, headers=headers, timeout=client_timeout, data=body
                 )
             except (TimeoutError, aiohttp.ClientConnectorError, OSError) as exc:
-                raise Unreachable(f"{method} {path}: {exc!r}") from exc
+                raise Unreachable(f"{method} {path}: {describe(exc)}") from exc
             except aiohttp.ClientError as exc:
-                raise TransportError(f"{method} {path}: {exc!r}") from exc
+                raise TransportError(f"{method} {path}: {describe(exc)}") from exc
             try:
                 if response.status >= 400:
                     try:
                         error_body = await response.read()
                     except (aiohttp.ClientError, TimeoutError) as exc:
                         raise TransportError(
-                            f"{method} {path}: reading the error: {exc!r}"
+                            f"{method} {path}: reading the error: {describe(exc)}"
                         ) from exc
                     error = api_error(
                         status_from_response(response.status, response.reason or "", error_body)
@@ -183,7 +184,7 @@ class KubeClient:
             async with self._request("GET", path, params or {}, accept, timeout) as response:
                 return await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(f"GET {path}: {exc!r}") from exc
+            raise TransportError(f"GET {path}: {describe(exc)}") from exc
 
     async def post(self, path: str, body: bytes) -> bytes:
         """POST a JSON object (a create); the answer's body, whatever its 2xx status."""
@@ -201,7 +202,7 @@ class KubeClient:
             async with self._request(method, path, {}, JSON, timeout, body) as response:
                 return await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(f"{method} {path}: {exc!r}") from exc
+            raise TransportError(f"{method} {path}: {describe(exc)}") from exc
 
     async def list_page(
         self, resource: Resource, namespace: str | None, params: Mapping[str, str]
@@ -271,7 +272,7 @@ class KubeClient:
                     continue
                 raise error from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise TransportError(f"WebSocket {path}: {exc!r}") from exc
+                raise TransportError(f"WebSocket {path}: {describe(exc)}") from exc
             try:
                 yield ws
             finally:
@@ -305,6 +306,6 @@ async def _lines(
     except aiohttp.ServerTimeoutError as exc:
         raise StreamStalled(f"watch {path}: no bytes for {stall_timeout:g}s") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise TransportError(f"watch {path}: {exc!r}") from exc
+        raise TransportError(f"watch {path}: {describe(exc)}") from exc
     if pending.strip():
         yield pending

@@ -66,3 +66,14 @@ def api_error(status: Status) -> ApiError:
     """The ApiError subclass for a Status body."""
     kinds: dict[int, type[ApiError]] = {401: Unauthorized, 403: Forbidden, 410: Gone}
     return kinds.get(status.code, ApiError)(status)
+
+
+def describe(exc: BaseException) -> str:
+    """A transport exception as text that never carries a credential.
+
+    ``repr()`` of aiohttp's response errors includes the request's headers,
+    ``Authorization`` among them; their ``str()`` (status, message, URL) and
+    the exception's type are what a log line or an API answer may show.
+    """
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -23,7 +23,14 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from podindex.kube.errors import ApiError, Forbidden, Unauthorized, Unreachable
+from podindex.kube.errors import (
+    ApiError,
+    Forbidden,
+    KubeError,
+    Unauthorized,
+    Unreachable,
+    describe,
+)
 
 Status = Literal["Pending", "Connected", "Degraded", "Disconnected"]
 STATUS_VALUES: dict[Status, int] = {"Pending": 0, "Disconnected": 0, "Degraded": 1, "Connected": 2}
@@ -113,4 +120,6 @@ class HealthMonitor:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         return f"{exc.code} {exc.status.reason}: {exc.status.message}"[:500]
-    return (str(exc) or type(exc).__name__)[:500]
+    if isinstance(exc, KubeError):
+        return (str(exc) or type(exc).__name__)[:500]  # ours: made without credentials
+    return describe(exc)[:500]

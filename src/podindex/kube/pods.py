@@ -17,7 +17,7 @@ import aiohttp
 import msgspec
 
 from podindex.kube.client import PODS, KubeClient
-from podindex.kube.errors import StreamStalled, TransportError
+from podindex.kube.errors import StreamStalled, TransportError, describe
 
 
 class _Series(msgspec.Struct):
@@ -141,7 +141,7 @@ async def _chunks(
     except aiohttp.ServerTimeoutError as exc:
         raise StreamStalled(f"log stream: no bytes for {read_timeout}s") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise TransportError(f"log stream: {exc!r}") from exc
+        raise TransportError(f"log stream: {describe(exc)}") from exc
 
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
