@@ -101,6 +101,37 @@ def test_forwarded_rfc7239_with_quoted_ipv6_and_ports() -> None:
     assert TRUST.client_ip("10.0.0.2", {"forwarded": "for=_hidden, for=10.0.0.7"}) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        'for=10.244.1.5;x=", for=10.244.1.6',  # a client's open quote swallowing the proxy's
+        'for="10.244.1.5, for=10.244.1.6',
+        "for=10.244.1.5;junk, for=10.244.1.6",  # a pair without '='
+        'for="10.244.1.5\\", for=10.244.1.6',  # an escaped closing quote
+    ],
+)
+def test_a_forwarded_header_that_does_not_parse_names_nobody(value: str) -> None:
+    assert TRUST.client_ip("10.0.0.2", {"forwarded": value}) is None
+    assert TRUST.client_ip("10.0.0.2", {"forwarded": 'for="a\\"b"'}) is None, "not an IP"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/fission-function/team-a/../victim/fn",
+        "/fission-function/team-a/x/../../victim/fn",
+        "/fission-function/team-a/%2e%2e/victim/fn",
+        "/fission-function/team-a%2F..%2Fvictim/fn",
+        "/fission-function/team-a/..\\victim/fn",
+        "fission-function/team-a/fn",
+    ],
+)
+def test_a_path_an_upstream_may_read_otherwise_has_no_target(uri: str) -> None:
+    rules = TargetRules.parse("fission")
+    assert rules.namespace(uri, "", None) == (None, "")
+    assert rules.namespace("/fission-function/team-a/fn?next=../x%2F", "", None)[0] == "team-a"
+
+
 def test_the_first_configured_header_present_wins() -> None:
     headers = {"x-forwarded-for": "10.244.1.5", "x-real-ip": "10.244.2.2"}
     assert TRUST.client_ip("10.0.0.2", headers) == "10.244.1.5"
@@ -502,6 +533,12 @@ def _touch_later(path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 
 
+def settled(watched: PolicyFile) -> bool:
+    """Two polls: a change is read once it held still for one."""
+    assert not watched.reload_if_changed(), "a change is not read on the poll that sees it"
+    return watched.reload_if_changed()
+
+
 def test_a_changed_policy_file_is_reloaded_and_a_bad_one_keeps_the_old(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -512,19 +549,38 @@ def test_a_changed_policy_file_is_reloaded_and_a_bad_one_keeps_the_old(
     assert not watched.reload_if_changed()  # unchanged
     path.write_text("rules: []\n")
     _touch_later(path)
-    assert watched.reload_if_changed() and watched.policy.rules == ()
+    assert settled(watched) and watched.policy.rules == ()
     assert watched.reloads == 1
     before = watched.policy
     path.write_text("rules:\n  - to: [a]\n    from: {namespaces: [BAD]}\n")
     _touch_later(path)
     with caplog.at_level(logging.ERROR, logger="podindex.authz"):
-        assert not watched.reload_if_changed()
+        assert not settled(watched)
     assert watched.policy is before and watched.failures == 1
     assert "line 3" in caplog.text and "keeping the previous one" in caplog.text
     path.unlink()
     assert not watched.reload_if_changed() and watched.policy is before
     path.write_text(GOOD_POLICY)
-    assert watched.reload_if_changed() and len(watched.policy.rules) == 4
+    assert settled(watched) and len(watched.policy.rules) == 4
+
+
+def test_a_file_caught_mid_write_or_emptied_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD_POLICY)
+    watched = PolicyFile(str(path))
+    rules = len(watched.policy.rules)
+    # Half written (still valid YAML, deny rules cut off), then complete: only the
+    # complete file is read.
+    path.write_text(GOOD_POLICY[: GOOD_POLICY.index("rules:") + 7])
+    _touch_later(path)
+    assert not watched.reload_if_changed()
+    path.write_text(GOOD_POLICY + "\n")
+    _touch_later(path)
+    assert not watched.reload_if_changed(), "still moving"
+    assert watched.reload_if_changed() and len(watched.policy.rules) == rules
+    path.write_text("")
+    _touch_later(path)
+    assert not settled(watched) and len(watched.policy.rules) == rules, "empty is an error"
 
 
 def test_a_bad_policy_file_stops_the_start_naming_the_line(tmp_path: Path) -> None:
@@ -550,7 +606,7 @@ async def test_the_running_app_picks_up_a_new_policy(tmp_path: Path) -> None:
         _touch_later(path)
         # ASGITransport runs no lifespan, so no poller: check the file as the poller would.
         assert isinstance(app, LookupFastPath) and app.authz is not None
-        assert app.authz.policy_file.reload_if_changed()
+        assert settled(app.authz.policy_file)
         assert (await client.get("/authz", headers=FISSION_A)).status_code == 200
 
 
@@ -614,3 +670,20 @@ async def test_an_ambiguous_caller_a_rule_allows_is_answered_as_such(tmp_path: P
     assert gone.headers["x-pod-caller"] == "terminating"
     assert gone.headers["x-pod-name"] == "caller"
     assert gone.headers["x-pod-namespace"] == "team-a"
+
+
+def test_an_address_that_is_something_else_in_another_cluster_is_ambiguous() -> None:
+    index = Index(grace_seconds=30.0)
+    index.upsert_pod("c1", make_pod("team-a", "pod-in-c1", "10.0.0.11"), 1000.0)
+    index.upsert_pod("c2", make_pod("kube-system", "agent", "10.0.0.11", host_network=True), 1000.0)
+    kind, pods = index.caller("10.0.0.11", 1000.0) or ("", ())
+    assert kind == "clusters" and [p.cluster for p in pods] == ["c1", "c2"]
+    assert not Policy().decide(kind, pods, "team-a").allowed
+
+    gone = make_pod("team-b", "gone", "10.244.1.5")
+    index.upsert_pod("c2", gone, 1000.0)
+    index.delete_pod("c2", gone, 1001.0)
+    index.upsert_pod("c1", make_pod("team-a", "live", "10.244.1.5"), 1002.0)
+    kind, pods = index.caller("10.244.1.5", 1003.0) or ("", ())
+    assert kind == "clusters" and {p.name for p in pods} == {"live", "gone"}
+    assert index.caller("10.244.1.5", 1040.0)[0] == "pod", "once the grace is over"  # type: ignore[index]

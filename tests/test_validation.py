@@ -111,3 +111,14 @@ def test_sealed_tokens_open_only_with_their_key(tmp_path: object) -> None:
     with pytest.raises(SealingError, match="not a Fernet key"):
         Sealer(b"short")
     assert "****" in repr(sealer)
+
+
+def test_a_kubeconfig_that_is_not_yaml_never_echoes_the_token() -> None:
+    from podindex.kube.config import kubeconfig_cluster
+    from podindex.kube.errors import ConfigError
+
+    token = "s3cr3t-TOKEN-abcdef0123456789"
+    text = f"apiVersion: v1\nusers:\n- name: u\n  user:\n    token: {token}: oops\n"
+    with pytest.raises(ConfigError) as caught:
+        kubeconfig_cluster(text, None)
+    assert token not in str(caught.value) and "line 5" in str(caught.value)

@@ -369,3 +369,25 @@ async def test_401_with_a_rotated_client_certificate_opens_a_new_pool(
     assert access.ssl_context is credentials.context  # the rotated one
     assert client.session is not first_pool
     assert first_pool.closed
+
+
+async def test_a_server_that_cuts_every_watch_at_once_never_looks_connected(
+    replay: ReplayServer,
+) -> None:
+    from podindex.kube.health import HealthMonitor
+
+    async def empty_watch(request: web.Request) -> web.StreamResponse:
+        return await stream(request, [])
+
+    async def pods(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch"):
+            return await empty_watch(request)
+        return await respond(recording("09-list-pods-rv0-limit2"))
+
+    replay.on("/api/v1/pods", *([pods] * 200))
+    watcher = pod_watcher(replay.url, Index(), page_size=500)
+    monitor = HealthMonitor()
+    watcher.on_sync, watcher.on_error = monitor.on_sync, monitor.on_error
+    await run_for(watcher, 1.0)
+    assert monitor.consecutive_failures >= 5, "every cut counts; none resets the count"
+    assert monitor.status == "Degraded"

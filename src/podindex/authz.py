@@ -65,36 +65,56 @@ def parse_cidrs(text: str | None) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _forwarded_for(value: str) -> list[str]:
-    """The ``for=`` values of an RFC 7239 ``Forwarded`` header, in order (quotes removed).
+def _forwarded_for(value: str) -> list[str] | None:
+    """The ``for=`` values of an RFC 7239 ``Forwarded`` header, in order (quotes removed);
+    None when the header does not parse (an unclosed quote, a pair without ``=``): a
+    client could otherwise hide the proxy's own element inside its quote.
 
     An element without ``for=`` yields ``""`` (an unknown hop, never trusted).
     """
     found: list[str] = []
-    for element in _split_quoted(value, ","):
+    elements = _split_quoted(value, ",")
+    if elements is None:
+        return None
+    for element in elements:
         address = ""
-        for pair in _split_quoted(element, ";"):
+        pairs = _split_quoted(element, ";")
+        if pairs is None:
+            return None
+        for pair in pairs:
             name, sep, raw = pair.partition("=")
-            if sep and name.strip().lower() == "for":
+            if not sep or not name.strip():
+                return None
+            if name.strip().lower() == "for":
                 address = raw.strip()
-                if len(address) >= 2 and address[0] == address[-1] == '"':
+                if address.startswith('"'):
+                    if len(address) < 2 or not address.endswith('"'):
+                        return None
                     address = address[1:-1].replace('\\"', '"')
         found.append(address)
     return found
 
 
-def _split_quoted(text: str, separator: str) -> list[str]:
+def _split_quoted(text: str, separator: str) -> list[str] | None:
+    """``text`` split at ``separator`` outside quoted strings (with ``\\`` escapes);
+    None when a quote is left open."""
     parts: list[str] = []
     current: list[str] = []
-    quoted = False
+    quoted = escaped = False
     for ch in text:
-        if ch == '"':
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
             quoted = not quoted
-        if ch == separator and not quoted:
+        elif ch == separator and not quoted:
             parts.append("".join(current))
             current = []
-        else:
-            current.append(ch)
+            continue
+        current.append(ch)
+    if quoted or escaped:
+        return None
     parts.append("".join(current))
     return [p.strip() for p in parts if p.strip()]
 
@@ -171,6 +191,8 @@ class ProxyTrust:
                 continue
             if name == "forwarded":
                 chain = _forwarded_for(value)
+                if chain is None:
+                    return None  # a header that does not parse names nobody
             elif "," not in value:
                 chain = [value.strip()]  # the common case: the proxy saw the client itself
             else:
@@ -290,11 +312,27 @@ class TargetRules:
         if explicit is not None and self.header is not None:
             value = explicit.strip()
             return (value if _NAMESPACE.fullmatch(value) else None), "header"
+        if _ambiguous_path(uri):
+            return None, ""
         for rule in (*extra, *self.rules) if extra else self.rules:
             found = rule.namespace(uri, host)
             if found is not None:
                 return found, rule.name
         return None, ""
+
+
+_DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
+_ENCODED = re.compile(r"%(2e|2f|5c|25)|\\", re.IGNORECASE)
+
+
+def _ambiguous_path(uri: str) -> bool:
+    """A path an upstream may read as another one: dot segments, encoded dots, slashes,
+    backslashes or percents, a path that is not absolute. No target is read from it
+    (denied as ``no_target``) rather than guessing how the upstream normalises it."""
+    path = uri.split("?", 1)[0].split("#", 1)[0]
+    if not path:
+        return False
+    return not path.startswith("/") or bool(_DOT_SEGMENT.search(path) or _ENCODED.search(path))
 
 
 # --- the policy -------------------------------------------------------------------

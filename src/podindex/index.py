@@ -378,11 +378,16 @@ class Index:
         claims = self._ip_claims.get(ip)
         if claims is not None:
             if isinstance(claims, tuple):
-                return "pod", (self.pods[claims],)
-            winners = self._winners(ip)
-            if len(winners) == 1:
+                winners = {claims[0]: self.pods[claims]}
+            else:
+                winners = self._winners(ip)
+            # The same address may be something else in another cluster: a node's, or
+            # a pod's within its grace. Then it is ambiguous, not this cluster's pod.
+            others = self._elsewhere(ip, set(winners), now)
+            if len(winners) == 1 and not others:
                 return "pod", tuple(winners.values())
-            return "clusters", tuple(winners[c] for c in sorted(winners))
+            found = [winners[c] for c in sorted(winners)] + others
+            return "clusters", tuple(found)
         release = self._released.get(ip)
         if release is not None and release.deadline > now:
             return "terminating", (release.record,)
@@ -390,6 +395,24 @@ class Index:
         if hosts:
             return "node", tuple(sorted((self.pods[k] for k in hosts), key=PodRecord.order))
         return None
+
+    def _elsewhere(self, ip: str, clusters: set[str], now: float) -> list[PodRecord]:
+        """Who else answers for ``ip`` outside ``clusters``: pods within their grace and
+        hostNetwork pods of a node with that address."""
+        found: list[PodRecord] = []
+        release = self._released.get(ip)
+        if (
+            release is not None
+            and release.deadline > now
+            and release.record.cluster not in clusters
+        ):
+            found.append(release.record)
+        hosts = self._host_ips.get(ip)
+        if hosts:
+            found += sorted(
+                (self.pods[k] for k in hosts if k[0] not in clusters), key=PodRecord.order
+            )
+        return found
 
     def holder(self, cluster: str, ip: str) -> PodRecord | None:
         """The pod of ``cluster`` that holds ``ip`` now, if any."""

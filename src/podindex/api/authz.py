@@ -142,17 +142,25 @@ class PolicyFile:
         self.reloads = 0
         self.failures = 0
         self._stamp = _stamp(path) if path else None
+        self._seen: tuple[int, int, int] | None = self._stamp
         self.policy = read_policy(path) if path else Policy()
 
     def reload_if_changed(self) -> bool:
-        """Re-read the file if it changed; True when a new policy took effect."""
+        """Re-read the file once it changed and then held still for one poll (a file
+        caught mid-write is often valid YAML, with its deny rules cut off); True when a
+        new policy took effect. An emptied file is an error: write ``rules: []``."""
         if self.path is None:
             return False
         stamp = _stamp(self.path)
         if stamp == self._stamp:
             return False
+        if stamp != self._seen:
+            self._seen = stamp  # changed since the last poll: wait for it to settle
+            return False
         self._stamp = stamp
         try:
+            if stamp is not None and stamp[1] == 0:
+                raise PolicyError(f"{self.path}: the file is empty (write 'rules: []' for none)")
             policy = read_policy(self.path)
         except PolicyError as exc:
             self.failures += 1

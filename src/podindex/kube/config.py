@@ -255,7 +255,11 @@ def kubeconfig_cluster(text: str, context: str | None) -> KubeconfigCluster:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"kubeconfig is not YAML: {exc}") from None
+        # The problem and where, never PyYAML's snippet of the line: it may hold a token.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"kubeconfig is not YAML: {problem}{where}") from None
     if not isinstance(document, dict):
         raise ConfigError("kubeconfig is not a mapping")
 

@@ -278,11 +278,14 @@ class Watcher(Generic[T]):
             async with self.client.watch_lines(
                 self.resource, self.namespace, params, self.stall_timeout
             ) as lines:
-                if stats.consecutive_failures:
-                    self._succeeded()  # the server accepted the watch: reconnected
-                elif self.on_sync is not None:
-                    self.on_sync()
+                # Connected again once the stream carries something (an event or a
+                # bookmark), not when it opens: a server that accepts each watch and
+                # cuts it at once must not look healthy between the cuts.
+                reported = False
                 async for line in lines:
+                    if not reported:
+                        reported = True
+                        self._succeeded()
                     # An undecodable line propagates: run() relists rather than resume
                     # from a version whose next event we can never read.
                     event = driver.feed(line)
