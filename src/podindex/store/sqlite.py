@@ -96,6 +96,9 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT cluster, uid, pod_obj FROM pods WHERE pod_obj IS NOT NULL;
     ALTER TABLE pods DROP COLUMN pod_obj;
     """,
+    # 4 (3 is another table's, added in parallel): PostgreSQL's JSON columns
+    # become text; SQLite's always were.
+    "",
 )
 
 _COLUMNS = ", ".join(POD_COLUMNS)
