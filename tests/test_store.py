@@ -12,6 +12,7 @@ import pytest
 from podindex.store import sqlite
 from podindex.store.base import (
     POD_COLUMNS,
+    JsonTexts,
     Lease,
     ObjectCodec,
     PodWrite,
@@ -103,6 +104,24 @@ async def test_rows_round_trip_every_field(store: Store) -> None:
     assert msgspec.structs.asdict(read) == msgspec.structs.asdict(written)
     assert await store.pod_object("c1", "u1") == b"\x00\xffobject"
     assert await store.pod_object("c1", "nope") is None
+
+
+async def test_rows_sharing_label_maps_keep_each_its_own(store: Store) -> None:
+    """A batch encodes a shared map once; equal and different maps stay apart."""
+    shared = {"app": "web", "tier": "front"}
+    rows = [row(f"u{i}") for i in range(4)]
+    rows[0].labels = rows[1].labels = rows[2].selector_labels = shared
+    rows[3].labels = {"app": "other"}
+    await store.write([write(r, obj=None) for r in rows])
+    read = {r.uid: r for r in await store.rows()}
+    assert [read[f"u{i}"].labels for i in range(4)] == [
+        shared,
+        shared,
+        rows[2].labels,
+        {"app": "other"},
+    ]
+    assert read["u2"].selector_labels == shared
+    assert row_values(rows[0], JsonTexts()) == row_values(rows[0])
 
 
 async def test_upsert_replaces_the_row_but_keeps_the_first_sighting(store: Store) -> None:

@@ -26,6 +26,7 @@ import msgspec
 from podindex.store.base import (
     LEASE_COLUMNS,
     POD_COLUMNS,
+    JsonTexts,
     Lease,
     ObjectCodec,
     PodWrite,
@@ -492,10 +493,11 @@ class _Batch:
         self.closes: list[_Round] = []
         self.opening = self.closing = self.objects = False
         records = self.records
+        texts = JsonTexts()
         for w in batch:
             r = w.row
             key = (r.cluster, r.uid)
-            values = _without_nul(row_values(r))
+            values = _without_nul(row_values(r, texts))
             ips = cast(str, values[_IPS])
             obj = None if w.pod_obj is None else compress(w.pod_obj)
             self.objects = self.objects or obj is not None
@@ -541,7 +543,8 @@ def _without_nul(values: tuple[object, ...]) -> tuple[object, ...]:
     Kubernetes names and labels cannot contain one, but annotations and what
     agents push might; one such pod must not make a whole batch fail forever.
     """
-    if not any(isinstance(v, str) and ("\x00" in v or "\\u0000" in v) for v in values):
+    text = "".join([v for v in values if type(v) is str])  # one scan (a false alarm is harmless)
+    if "\x00" not in text and "\\u0000" not in text:
         return values
     return tuple(
         v.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd") if isinstance(v, str) else v

@@ -31,6 +31,7 @@ from podindex.store.base import (
     LEASE_COLUMNS,
     POD_COLUMNS,
     UPDATED_COLUMNS,
+    JsonTexts,
     Lease,
     ObjectCodec,
     PodWrite,
@@ -269,8 +270,9 @@ class SQLiteStore:
 
     def _prepare(self, batch: Sequence[PodWrite]) -> _Prepared:
         compress = self._preparer_codec.compress
+        texts = JsonTexts()
         return (
-            [row_values(w.row) for w in batch],
+            [row_values(w.row, texts) for w in batch],
             [
                 (w.row.cluster, w.row.uid, compress(w.pod_obj))
                 for w in batch
