@@ -89,6 +89,9 @@ class PodWrite(msgspec.Struct, gc=False):
     lease_ips: tuple[str, ...] = ()
     """The IPs to open leases for: ``row.ips``, or for a pod that came and went
     between two writes, the IPs it held when it went (opened, then closed)."""
+    known: bool = False
+    """A hint: the pod was written before, so its row most likely exists. A
+    store may try a cheaper update first; the outcome is an upsert either way."""
 
 
 class Lease(msgspec.Struct, gc=False):
