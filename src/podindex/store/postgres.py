@@ -91,13 +91,28 @@ MIGRATIONS: tuple[str, ...] = (
     # 4 (3 is another table's, added in parallel): JSON columns become text.
     # Every row is written with them and none is queried inside them; parsing
     # them into jsonb cost a fifth of a row's insert (measured 5 of 24 µs), and
-    # text keeps their key order, as SQLite does.
+    # text keeps their key order, as SQLite does. Indexed text compares
+    # bytewise (COLLATE "C"), as SQLite's does and as every listing orders:
+    # inserts into the indexes cost ~10% less than with the database's
+    # collation (C.UTF-8 here; more with a language's collation).
     """
     ALTER TABLE pods
         ALTER COLUMN ips TYPE text USING ips::text,
         ALTER COLUMN labels TYPE text USING labels::text,
         ALTER COLUMN annotations TYPE text USING annotations::text,
-        ALTER COLUMN selector_labels TYPE text USING selector_labels::text;
+        ALTER COLUMN selector_labels TYPE text USING selector_labels::text,
+        ALTER COLUMN cluster TYPE text COLLATE "C",
+        ALTER COLUMN uid TYPE text COLLATE "C",
+        ALTER COLUMN namespace TYPE text COLLATE "C",
+        ALTER COLUMN name TYPE text COLLATE "C",
+        ALTER COLUMN node TYPE text COLLATE "C";
+    ALTER TABLE leases
+        ALTER COLUMN cluster TYPE text COLLATE "C",
+        ALTER COLUMN uid TYPE text COLLATE "C",
+        ALTER COLUMN ip TYPE text COLLATE "C";
+    ALTER TABLE pod_objects
+        ALTER COLUMN cluster TYPE text COLLATE "C",
+        ALTER COLUMN uid TYPE text COLLATE "C";
     """,
 )
 
@@ -121,7 +136,7 @@ def _batch_type(column: str) -> str:
         return "double precision"
     if column in _BOOL:
         return "boolean"
-    return "text"  # JSON columns too
+    return 'text COLLATE "C"'  # as the tables' (JSON columns too): joins use their indexes
 
 
 _BATCH_TABLE = "podindex_batch"
