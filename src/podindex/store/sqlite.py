@@ -53,8 +53,8 @@ _Prepared = tuple[
     list[tuple[str, str, str, float]],
     list[tuple[float, str, str, str]],
 ]
-"""Parameters of one batch's statements: rows upserted, rows of live pods updated
-(see ``_UPDATE_LIVE``), objects, leases opened and closed."""
+"""Parameters of one batch's statements: rows to upsert, rows of known live pods
+to update (see ``_UPDATE_LIVE``), objects, leases opened and closed."""
 
 CHECKPOINT_INTERVAL = 1.0
 WAL_LIMIT_PAGES = 65536  # 256 MB of 4 KB pages
@@ -124,7 +124,8 @@ _UPDATE_LIVE = (
 
 The upsert sets ``node``, ``is_dead`` and ``deleted_at`` too, and SQLite then
 rewrites the pod's entries in the indexes over them even when the values are
-the same (measured 10 against 6 µs a row). Rows it does not find so are upserted."""
+the same (measured 10 against 6 µs a row). Rows it does not find so are upserted:
+each is updated alone (~1 µs more than ``executemany``) to know which."""
 _live_values = itemgetter(
     *(POD_COLUMNS.index(c) for c in (*_LIVE_COLUMNS, "first_seen", "cluster", "uid", "node"))
 )
@@ -278,11 +279,10 @@ class SQLiteStore:
         def write(conn: sqlite3.Connection) -> None:
             rows, live, objects, opened, closed = prepared
             with _transaction(conn):
-                if live:
-                    before = conn.total_changes
-                    conn.executemany(_UPDATE_LIVE, live)
-                    if conn.total_changes - before < len(live):  # moved, dead or missing
-                        rows = rows + [row_values(w.row) for w in batch if _is_live(w)]
+                cursor = conn.cursor()
+                for values in live:  # one by one: those not found so (moved, dead, missing)
+                    if cursor.execute(_UPDATE_LIVE, _live_values(values)).rowcount == 0:
+                        rows.append(values)  # are upserted
                 conn.executemany(_UPSERT_POD, rows)
                 conn.executemany(_UPSERT_OBJECT, objects)
                 conn.executemany(_OPEN_LEASE, opened)
@@ -300,10 +300,7 @@ class SQLiteStore:
         once = len({(w.row.cluster, w.row.uid) for w in batch}) == len(batch)
         for w in batch:
             values = row_values(w.row, texts)
-            if once and _is_live(w):
-                live.append(_live_values(values))
-            else:
-                rows.append(values)
+            (live if once and _is_live(w) else rows).append(values)
         return (
             rows,
             live,
