@@ -9,8 +9,10 @@ import asyncpg
 import msgspec
 import pytest
 
+from podindex.store import sqlite
 from podindex.store.base import (
     POD_COLUMNS,
+    JsonTexts,
     Lease,
     ObjectCodec,
     PodWrite,
@@ -69,7 +71,12 @@ def row(
 
 
 def write(
-    r: StoredPod, *, acquired: bool = True, released: bool = False, obj: bytes | None = b"x"
+    r: StoredPod,
+    *,
+    acquired: bool = True,
+    released: bool = False,
+    obj: bytes | None = b"x",
+    known: bool = False,
 ) -> PodWrite:
     return PodWrite(
         row=r,
@@ -78,6 +85,7 @@ def write(
         released=released or r.is_dead,
         lease_from=r.last_seen,
         lease_ips=r.ips if acquired else (),
+        known=known,
     )
 
 
@@ -88,7 +96,7 @@ async def leases_on(store: Store, ips: list[str]) -> list[Lease]:
 
 
 async def test_schema_is_at_the_newest_version(store: Store) -> None:
-    from podindex.store import postgres, sqlite
+    from podindex.store import postgres
 
     newest = len(sqlite.MIGRATIONS)
     assert len(postgres.MIGRATIONS) == newest
@@ -102,6 +110,60 @@ async def test_rows_round_trip_every_field(store: Store) -> None:
     assert msgspec.structs.asdict(read) == msgspec.structs.asdict(written)
     assert await store.pod_object("c1", "u1") == b"\x00\xffobject"
     assert await store.pod_object("c1", "nope") is None
+
+
+async def test_rows_sharing_label_maps_keep_each_its_own(store: Store) -> None:
+    """A batch encodes a shared map once; equal and different maps stay apart."""
+    shared = {"app": "web", "tier": "front"}
+    rows = [row(f"u{i}") for i in range(4)]
+    rows[0].labels = rows[1].labels = rows[2].selector_labels = shared
+    rows[3].labels = {"app": "other"}
+    await store.write([write(r, obj=None) for r in rows])
+    read = {r.uid: r for r in await store.rows()}
+    assert [read[f"u{i}"].labels for i in range(4)] == [
+        shared,
+        shared,
+        rows[2].labels,
+        {"app": "other"},
+    ]
+    assert read["u2"].selector_labels == shared
+    assert row_values(rows[0], JsonTexts()) == row_values(rows[0])
+
+
+async def test_a_known_pod_ends_as_the_upsert_would_leave_it(store: Store) -> None:
+    """``known`` is a hint: a known pod that moved, died in the store or was never
+    written ends as its upsert would leave it, like the unknown pods beside it."""
+    await store.write([write(row("moved", at=1000.0)), write(row("same", at=1000.0))])
+    await store.write([write(row("dead", at=1000.0))])
+    await store.mark_dead_except("c1", "watch", ["moved", "same"], 1500.0)
+    later = [
+        row("moved", at=2000.0, node="node-9"),
+        row("same", at=2000.0),
+        row("dead", at=2000.0),
+        row("never", at=2000.0),
+        row("new", at=2000.0),
+    ]
+    for r in later:
+        r.labels = {"app": "relabelled"}
+    writes = [write(r, acquired=False, obj=None) for r in later]
+    for w in writes[:4]:
+        w.known = True
+    await store.write(writes)
+    read = {r.uid: r for r in await store.rows()}
+    assert read["moved"].node == "node-9"
+    assert not read["dead"].is_dead and read["dead"].deleted_at is None
+    assert sorted(read) == ["dead", "moved", "never", "new", "same"]
+    for uid in read:
+        assert read[uid].labels == {"app": "relabelled"}
+        assert read[uid].last_seen == 2000.0
+        assert read[uid].first_seen == (2000.0 if uid in ("never", "new") else 1000.0)
+    # And a known live pod alone, where it was stored: its row follows.
+    again = row("same", at=3000.0)
+    again.phase = "Succeeded"
+    await store.write([write(again, acquired=False, obj=None, known=True)])
+    same = await store.pod("c1", "same")
+    assert same is not None
+    assert (same.phase, same.last_seen, same.first_seen) == ("Succeeded", 3000.0, 1000.0)
 
 
 async def test_upsert_replaces_the_row_but_keeps_the_first_sighting(store: Store) -> None:

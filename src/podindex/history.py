@@ -566,6 +566,7 @@ class HistoryWriter:
             released=change.released or change.dead,
             lease_from=lease_from,
             lease_ips=record.ips if change.acquired else (),
+            known=not change.first,
         )
 
     def _settle(self, taken: int) -> None:

@@ -89,6 +89,9 @@ class PodWrite(msgspec.Struct, gc=False):
     lease_ips: tuple[str, ...] = ()
     """The IPs to open leases for: ``row.ips``, or for a pod that came and went
     between two writes, the IPs it held when it went (opened, then closed)."""
+    known: bool = False
+    """A hint: the pod was written before, so its row most likely exists. A
+    store may try a cheaper update first; the outcome is an upsert either way."""
 
 
 class Lease(msgspec.Struct, gc=False):
@@ -297,8 +300,37 @@ _decode_ips = msgspec.json.Decoder(tuple[str, ...]).decode
 _decode_map = msgspec.json.Decoder(dict[str, str]).decode
 
 
-def row_values(row: StoredPod) -> tuple[object, ...]:
-    """A row as column values, JSON columns as text: what both backends bind."""
+def _map_text(value: dict[str, str]) -> str:
+    return _encode(value).decode()
+
+
+class JsonTexts:
+    """JSON text of maps, each distinct map object encoded once: one per batch.
+
+    The index shares one label (annotation, selector) map among pods that
+    carry equal ones (a ReplicaSet's pods), so a batch of rows holds few
+    distinct maps. Keyed by identity; the map is held with its text, so that
+    its id cannot be reused while the cache lives.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[object, str]] = {}
+
+    def __call__(self, value: dict[str, str]) -> str:
+        found = self._texts.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        text = _map_text(value)
+        self._texts[id(value)] = (value, text)
+        return text
+
+
+def row_values(row: StoredPod, texts: JsonTexts | None = None) -> tuple[object, ...]:
+    """A row as column values, JSON columns as text: what both backends bind.
+
+    ``texts`` encodes the maps, once each in a batch; without it, each row's own.
+    """
+    text = _map_text if texts is None else texts
     return (
         row.cluster,
         row.uid,
@@ -309,13 +341,13 @@ def row_values(row: StoredPod) -> tuple[object, ...]:
         row.pod_ip,
         row.phase,
         row.host_network,
-        _encode(row.labels).decode(),
-        _encode(row.annotations).decode(),
+        text(row.labels),
+        text(row.annotations),
         row.workload_identity,
         row.identity_source,
         row.workload_kind,
         row.workload_name,
-        _encode(row.selector_labels).decode(),
+        text(row.selector_labels),
         row.owner_kind,
         row.owner_name,
         row.created_at,

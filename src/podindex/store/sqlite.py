@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from podindex.store.base import (
     LEASE_COLUMNS,
     POD_COLUMNS,
     UPDATED_COLUMNS,
+    JsonTexts,
     Lease,
     ObjectCodec,
     PodWrite,
@@ -48,11 +50,13 @@ _T = TypeVar("_T")
 
 _Prepared = tuple[
     list[tuple[object, ...]],
+    list[tuple[object, ...]],
     list[tuple[str, str, bytes]],
     list[tuple[str, str, str, float]],
     list[tuple[float, str, str, str]],
 ]
-"""Parameters of one batch's four statements: rows, objects, leases opened and closed."""
+"""Parameters of one batch's statements: rows to upsert, rows of known live pods
+to update (see ``_UPDATE_LIVE``), objects, leases opened and closed."""
 
 CHECKPOINT_INTERVAL = 1.0
 WAL_LIMIT_PAGES = 65536  # 256 MB of 4 KB pages
@@ -112,6 +116,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE ipsets (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
+    # 5: PostgreSQL's JSON columns
+    # become text; SQLite's always were.
+    "",
 )
 
 _COLUMNS = ", ".join(POD_COLUMNS)
@@ -123,6 +130,22 @@ _UPSERT_POD = (
     # Several replicas may write one pod: the earliest sighting stands.
     + ", first_seen = min(pods.first_seen, excluded.first_seen)"
 )
+_LIVE_COLUMNS = tuple(c for c in UPDATED_COLUMNS if c not in ("node", "is_dead", "deleted_at"))
+_UPDATE_LIVE = (
+    "UPDATE pods SET "
+    + ", ".join(f"{c} = ?" for c in _LIVE_COLUMNS)
+    + ", first_seen = min(first_seen, ?) WHERE cluster = ? AND uid = ? AND node = ? AND is_dead = 0"
+)
+"""A known pod, still live and on the same node: only its row changes, no index.
+
+The upsert sets ``node``, ``is_dead`` and ``deleted_at`` too, and SQLite then
+rewrites the pod's entries in the indexes over them even when the values are
+the same (measured 10 against 6 µs a row). Rows it does not find so are upserted:
+each is updated alone (~1 µs more than ``executemany``) to know which."""
+_live_values = itemgetter(
+    *(POD_COLUMNS.index(c) for c in (*_LIVE_COLUMNS, "first_seen", "cluster", "uid", "node"))
+)
+"""``_UPDATE_LIVE``'s parameters from a row's values."""
 _UPSERT_OBJECT = (
     "INSERT INTO pod_objects (cluster, uid, obj) VALUES (?, ?, ?) "
     "ON CONFLICT (cluster, uid) DO UPDATE SET obj = excluded.obj"
@@ -270,8 +293,12 @@ class SQLiteStore:
         )
 
         def write(conn: sqlite3.Connection) -> None:
-            rows, objects, opened, closed = prepared
+            rows, live, objects, opened, closed = prepared
             with _transaction(conn):
+                cursor = conn.cursor()
+                for values in live:  # one by one: those not found so (moved, dead, missing)
+                    if cursor.execute(_UPDATE_LIVE, _live_values(values)).rowcount == 0:
+                        rows.append(values)  # are upserted
                 conn.executemany(_UPSERT_POD, rows)
                 conn.executemany(_UPSERT_OBJECT, objects)
                 conn.executemany(_OPEN_LEASE, opened)
@@ -282,8 +309,17 @@ class SQLiteStore:
 
     def _prepare(self, batch: Sequence[PodWrite]) -> _Prepared:
         compress = self._preparer_codec.compress
+        texts = JsonTexts()
+        rows: list[tuple[object, ...]] = []
+        live: list[tuple[object, ...]] = []
+        # A pod twice in a batch is written in order, by the upsert alone.
+        once = len({(w.row.cluster, w.row.uid) for w in batch}) == len(batch)
+        for w in batch:
+            values = row_values(w.row, texts)
+            (live if once and _is_live(w) else rows).append(values)
         return (
-            [row_values(w.row) for w in batch],
+            rows,
+            live,
             [
                 (w.row.cluster, w.row.uid, compress(w.pod_obj))
                 for w in batch
@@ -510,6 +546,10 @@ _SAVE_INTEGRATION = (
 _SAVE_INTEGRATION_HEALTH = (
     "UPDATE integrations SET last_error = ?, last_error_phase = ?, last_sync = ? WHERE id = ?"
 )
+
+
+def _is_live(w: PodWrite) -> bool:
+    return w.known and not w.row.is_dead
 
 
 def _json(values: Collection[str]) -> str:
