@@ -109,6 +109,7 @@ async def test_two_replicas_on_one_postgresql_answer_alike_through_churn(
         "PODINDEX_SECRET_KEY_FILE": str(key_file),
         "PODINDEX_GRACE_PERIOD": "1",
         "PODINDEX_LOG_LEVEL": "warning",
+        "PODINDEX_RECONCILE_INTERVAL": "1",
     }
     churn = Churn(core, seed=33, nodes=4, deployments=4, replicas=4)
     churning = asyncio.create_task(churn.run(duration=8.0, rate=40.0))
@@ -211,14 +212,21 @@ async def test_two_replicas_on_one_postgresql_answer_alike_through_churn(
                 return found.status_code == 200 and found.json()["cluster"] == remote_id
 
             await eventually(lambda: served_by(client_a), 20, "A serves the integration")
-            # B loads integrations when it starts, and only then: not yet.
-            await asyncio.sleep(2.0)
+            # B reads the store every reconcile interval (1 s here): it watches it too.
+            await eventually(lambda: served_by(client_b), 30, "B picks up the integration")
             listed_b = (await client_b.get("/api/v1/integrations/kubernetes")).json()["items"]
-            assert listed_b == [], (
-                "replica B picked up an integration without a restart: update README "
-                "'Several replicas' and this test"
+            assert [i["id"] for i in listed_b] == [remote_id]
+
+            # An IP set made through A is followed by B as well.
+            made = await client_a.post(
+                "/api/v1/ipsets", json={"name": "all", "cluster": CLUSTER, "selector": ""}
             )
-            assert not await served_by(client_b)
+            assert made.status_code == 201, made.text
+
+            async def set_on_b() -> bool:
+                return (await client_b.get("/api/v1/ipsets/all")).status_code == 200
+
+            await eventually(set_on_b, 10, "B follows the IP set")
 
             # A pod an agent pushes (the broker API) lands in the index of the replica the
             # Service sent the push to, and in history: the broker's reads, which come from
@@ -241,7 +249,8 @@ async def test_two_replicas_on_one_postgresql_answer_alike_through_churn(
             await eventually(in_history_of_b, 10, "B's broker reads see the pushed pod")
             assert (await client_b.get("/pod", params={"ip": PUSHED_IP})).status_code == 404
 
-        # B restarts (a rollout, a crash, `kubectl rollout restart`): now it has it.
+        # B restarts (a rollout, a crash, `kubectl rollout restart`): its index has the
+        # pushed pod too now (pushes reach another replica's memory only this way).
         outputs.append(stop(b))
         b, base_b = start_podindex("serve", env=env)
         await wait_ready(base_b, b, 60)
@@ -269,7 +278,7 @@ async def test_a_change_through_one_replica_is_not_undone_by_the_other(
 
     Each replica saves the health it observes of every integration it runs. Those saves
     write the health columns only, so B's older copy of an integration neither reverts
-    A's rename nor brings back what A deleted (B keeps watching it until it restarts).
+    A's rename nor brings back what A deleted; B's reconcile then follows both.
     """
     from podindex import integrations
     from tests.test_integrations_api import CORE_TOKEN, PREFIX, body_for, emulator, serving
@@ -292,10 +301,16 @@ async def test_a_change_through_one_replica_is_not_undone_by_the_other(
             await asyncio.sleep(3.0)  # a few of B's health ticks
             stored = {row.id: row for row in await service_a.history.store.integrations()}
             assert stored[remote_id].name == "renamed"
+            await service_b.integrations.reconcile()
+            assert service_b.integrations.view(remote_id).name == "renamed"
+            assert service_b.integrations.pod_count(remote_id) == 6, "a rename restarts nothing"
             assert (await client_a.delete(f"{PREFIX}/{remote_id}")).status_code == 204
             await asyncio.sleep(3.0)
             stored = {row.id: row for row in await service_a.history.store.integrations()}
             assert remote_id not in stored
+            await service_b.integrations.reconcile()
+            assert remote_id not in service_b.clusters
+            assert service_b.integrations.pod_count(remote_id) == 0
 
 
 @pytest.fixture

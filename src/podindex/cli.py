@@ -52,6 +52,8 @@ _SERVE_FLAGS: dict[str, str] = {
     "lookup_access": "who may read the index: open or reader (default open)",
     "tls_cert": "PEM certificate chain: serve HTTPS (with --tls-key)",
     "tls_key": "PEM private key for --tls-cert",
+    "reconcile_interval": "seconds between reads of integrations and IP sets changed by "
+    "other replicas sharing the store (default 10)",
     "allowed_origins": "origins allowed to open WebSockets besides the page's own host "
     "(comma-separated, e.g. https://dash.example.com)",
     "secret_key_file": "Fernet key that encrypts integration tokens at rest; without it no "

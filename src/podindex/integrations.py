@@ -241,6 +241,10 @@ class Integrations:
         """Change what is given; restart the watchers only if how or what they watch changed."""
         sealer = self._sealer()
         async with self._lock:
+            try:  # a change starts from the stored integration, not an older copy here
+                await self._reconcile()
+            except StoreError as exc:
+                raise IntegrationError(503, "store_unavailable", str(exc)) from None
             old = self._row(integration_id)
             old_token = token if token is not None else self._open_token(sealer, old)
             spec = Spec(
@@ -324,14 +328,65 @@ class Integrations:
     def cluster_ids(self) -> Iterable[str]:
         return self.rows.keys()
 
-    async def run(self, interval: float = 1.0) -> None:
-        """Age the monitors once a second and save their state when it changed."""
+    async def run(self, interval: float = 1.0, reconcile_every: float = 10.0) -> None:
+        """Age the monitors once a second and save their state when it changed; every
+        ``reconcile_every`` seconds, follow what other replicas changed in the store."""
+        last_reconcile = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.tick()
+                if time.monotonic() - last_reconcile >= reconcile_every:
+                    last_reconcile = time.monotonic()
+                    await self.reconcile()
+            except StoreError as exc:
+                log.warning("integrations: store unavailable (%s); retrying", exc)
             except Exception:  # a bug here must not stop the watchers beside it
                 log.exception("integrations: health tick failed; retrying next second")
+
+    async def reconcile(self) -> None:
+        """Start, restart or stop watchers for what the store says now: integrations
+        registered, changed or deleted through another replica sharing it."""
+        async with self._lock:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        """:meth:`reconcile`, for a caller that holds the lock."""
+        stored = {row.id: row for row in await self.service.history.store.integrations()}
+        for integration_id in [i for i in self.rows if i not in stored]:
+            await self.service.remove_cluster(integration_id, forget=True)
+            del self.rows[integration_id]
+            self.monitors.pop(integration_id, None)
+            self._persisted.pop(integration_id, None)
+            log.info("integration %s: deleted elsewhere; its pods left the index", integration_id)
+        for integration_id, row in stored.items():
+            mine = self.rows.get(integration_id)
+            if mine is not None and mine.updated_at == row.updated_at:
+                continue
+            if mine is not None and not _watch_changed(mine, row):
+                self.rows[integration_id] = replace_row(
+                    mine, name=row.name, updated_at=row.updated_at
+                )
+                continue
+            if mine is not None:
+                await self.service.remove_cluster(integration_id, forget=False)
+            self.rows[integration_id] = row
+            if self.sealer is None:
+                self._broken(row, "no secret_key_file is configured: the token cannot be opened")
+                continue
+            try:
+                token = self.sealer.open(row.token)
+            except SealingError as exc:
+                self._broken(row, str(exc))
+                continue
+            await self._start(row, token)
+            log.info(
+                "integration %s (%s): %s elsewhere; watching %s",
+                row.id,
+                row.name,
+                "changed" if mine is not None else "registered",
+                row.endpoint,
+            )
 
     async def tick(self) -> None:
         async with self._lock:  # never saves a row that a delete is removing
@@ -463,6 +518,17 @@ def _observe(sync: ClusterSync, monitor: HealthMonitor) -> None:
     identities to labels and shows in the watch error metrics, not as an unhealthy cluster."""
     sync.pods.on_sync = monitor.on_sync
     sync.pods.on_error = monitor.on_error
+
+
+def _watch_changed(old: StoredIntegration, new: StoredIntegration) -> bool:
+    """What its watchers depend on changed (not only its name)."""
+    return (
+        old.endpoint != new.endpoint
+        or old.ca_cert != new.ca_cert
+        or old.token != new.token
+        or old.namespace != new.namespace
+        or old.label_selector != new.label_selector
+    )
 
 
 def replace_row(row: StoredIntegration, **changes: object) -> StoredIntegration:

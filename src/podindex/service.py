@@ -41,6 +41,8 @@ class Service:
     integrations: Integrations = field(init=False)
     ipsets: IpSets = field(init=False)
     ipsets_loaded: bool = field(default=False, init=False)
+    ipset_changes: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    """One change to the IP sets at a time (the API's, and the store's reconcile)."""
     integration_clusters: set[str] = field(default_factory=set)
     """Clusters that are integrations: readiness does not wait for them."""
     _group: asyncio.TaskGroup | None = field(default=None, init=False)
@@ -164,7 +166,11 @@ class Service:
                 for sync in self.clusters.values():
                     self._start(sync)
                 group.create_task(self._expire_loop(), name="expiry")
-                group.create_task(self.integrations.run(), name="integration health")
+                group.create_task(
+                    self.integrations.run(reconcile_every=self.settings.reconcile_interval),
+                    name="integration health",
+                )
+                group.create_task(self._reconcile_ipsets_loop(), name="ip sets from the store")
         finally:
             self._group = None
             self._tasks.clear()
@@ -200,15 +206,35 @@ class Service:
     async def _load_ipsets(self) -> None:
         """The IP sets saved in the store, over the pods history brought back; the first
         sync then moves them to what the cluster holds."""
+        await self.reconcile_ipsets()
+        self.ipsets_loaded = True
+
+    async def reconcile_ipsets(self) -> None:
+        """Make the IP sets those the store holds: sets made, changed or deleted through
+        another replica sharing it (and, at start, every saved set)."""
         now = time.time()
+        stored: dict[str, IpSetSpec] = {}
         for name, spec_json in await self.history.store.ipsets():
             try:
-                spec = msgspec.json.decode(spec_json, type=IpSetSpec)
+                stored[name] = msgspec.json.decode(spec_json, type=IpSetSpec)
             except msgspec.DecodeError as exc:
                 log.error("IP set %s: stored spec unreadable, skipped: %s", name, exc)
-                continue
-            self.ipsets.put(spec, now)
-        self.ipsets_loaded = True
+        for name in [n for n in self.ipsets.sets if n not in stored]:
+            self.ipsets.delete(name)
+            log.info("IP set %s: deleted elsewhere", name)
+        for name, spec in stored.items():
+            current = self.ipsets.sets.get(name)
+            if current is None or current.spec != spec:
+                self.ipsets.put(spec, now)
+
+    async def _reconcile_ipsets_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            try:
+                async with self.ipset_changes:
+                    await self.reconcile_ipsets()
+            except StoreError as exc:
+                log.warning("IP sets: store unavailable (%s); retrying", exc)
 
     async def _close_history(self) -> None:
         """Write what is pending (briefly: a stopping service must stop), then close."""

@@ -53,6 +53,9 @@ class Settings:
     tls_cert: str | None = None
     """PEM certificate (chain) for serving HTTPS; with ``tls_key``."""
     tls_key: str | None = None
+    reconcile_interval: float = 10.0
+    """Seconds between reads of the integrations and IP sets in the store, to follow what
+    other replicas sharing it changed."""
     allowed_origins: str | None = None
     """Browser origins (comma-separated, ``*`` for any) allowed to open WebSockets besides
     the page's own host."""
@@ -126,6 +129,8 @@ class Settings:
             raise SettingsError("retention must be > 0")
         if self.ack_timeout <= 0:
             raise SettingsError("ack_timeout must be > 0 seconds")
+        if self.reconcile_interval <= 0:
+            raise SettingsError("reconcile_interval must be > 0 seconds")
         if self.lookup_access not in ("open", "reader"):
             raise SettingsError(f"lookup_access must be open or reader, got {self.lookup_access!r}")
         if (self.tls_cert is None) != (self.tls_key is None):

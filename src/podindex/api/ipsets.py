@@ -90,8 +90,9 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def routes(service: Service, stats: StreamStats) -> list[Route]:
     sets = service.ipsets
-    changing = asyncio.Lock()
-    """One change at a time: each checks, saves, then applies, and must not interleave."""
+    changing = service.ipset_changes
+    """One change at a time: each checks, saves, then applies, and must not interleave
+    (with another request, or with the reconcile of what other replicas changed)."""
 
     async def reader(request: Request) -> None:
         await require(request, Role.READER)
