@@ -235,6 +235,8 @@ class Service:
                     await self.reconcile_ipsets()
             except StoreError as exc:
                 log.warning("IP sets: store unavailable (%s); retrying", exc)
+            except Exception:  # a bug here must not stop the watchers beside it
+                log.exception("IP sets: reconcile failed; retrying")
 
     async def _close_history(self) -> None:
         """Write what is pending (briefly: a stopping service must stop), then close."""
