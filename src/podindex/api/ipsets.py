@@ -192,14 +192,15 @@ def routes(service: Service, stats: StreamStats) -> list[Route]:
 
     async def delete(request: Request) -> Response:
         await admin(request)
-        ipset = named(request)
-        try:
-            await service.history.store.delete_ipset(ipset.spec.name)
-        except StoreError as exc:
-            raise ApiProblem(
-                503, "store_unavailable", f"the store did not delete it: {exc}"
-            ) from None
-        sets.delete(ipset.spec.name)
+        async with changing:
+            ipset = named(request)
+            try:
+                await service.history.store.delete_ipset(ipset.spec.name)
+            except StoreError as exc:
+                raise ApiProblem(
+                    503, "store_unavailable", f"the store did not delete it: {exc}"
+                ) from None
+            sets.delete(ipset.spec.name)
         log.info("IP set %s deleted", ipset.spec.name)
         return Response(status_code=204)
 
