@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,33 @@ from typing import Any
 
 from aiohttp import web
 
-# The checkout sits beside shared/ (locally and in CI); PODINDEX_RECORDINGS overrides.
-RECORDINGS = Path(
-    os.environ.get(
-        "PODINDEX_RECORDINGS",
-        Path(__file__).resolve().parents[2] / "shared" / "k8s-recordings",
-    )
-)
+
+def _recordings() -> Path:
+    """``$PODINDEX_RECORDINGS``; else ``shared/k8s-recordings`` beside the checkout, or
+    beside the repository it was cloned from (a CI clone may live anywhere)."""
+    if "PODINDEX_RECORDINGS" in os.environ:
+        return Path(os.environ["PODINDEX_RECORDINGS"])
+    root = Path(__file__).resolve().parents[1]
+    beside = root.parent / "shared" / "k8s-recordings"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(root), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        origin = ""
+    if origin and "://" not in origin:
+        cloned_from = Path(origin).expanduser().resolve().parent / "shared" / "k8s-recordings"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside
+
+
+RECORDINGS = _recordings()
 
 
 def recording(name: str) -> dict[str, Any]:
