@@ -25,8 +25,7 @@ from collections.abc import Collection, Iterable, Iterator
 from sortedcontainers import SortedList
 
 from podindex.model import Pod
-from podindex.sharing import KeptPod
-from podindex.status import display_status
+from podindex.sharing import display_of
 
 PodKey = tuple[str, str]
 Row = tuple[str, str, str, str, str]
@@ -35,10 +34,8 @@ _TEXT = 4
 _SORT_THRESHOLD = 4
 
 
-def display_of(pod: Pod) -> str:
-    if isinstance(pod, KeptPod) and pod.display is not None:
-        return pod.display.status
-    return display_status(pod).status
+def status_of(pod: Pod) -> str:
+    return display_of(pod).status
 
 
 def _row(uid: str, pod: Pod, ips: tuple[str, ...]) -> Row:
@@ -63,17 +60,17 @@ class Listing:
         if order is None:
             order = self._order[cluster] = SortedList()
         order.add(row)
-        self._by_status.setdefault((cluster, display_of(pod)), {})[uid] = row
+        self._by_status.setdefault((cluster, status_of(pod)), {})[uid] = row
 
     def remove(self, key: PodKey, pod: Pod) -> None:
         """Forget the pod put last under ``key`` as ``pod``."""
         cluster, uid = key
-        members = self._by_status.get((cluster, display_of(pod)))
+        members = self._by_status.get((cluster, status_of(pod)))
         row = members.pop(uid, None) if members is not None else None
         if row is None:
             return
         if not members:
-            del self._by_status[(cluster, display_of(pod))]
+            del self._by_status[(cluster, status_of(pod))]
         order = self._order[cluster]
         order.remove(row)
         if not order:
@@ -119,7 +116,7 @@ class Listing:
             rows = [
                 row
                 for uid, pod in within
-                if (row := by_status.get((cluster, display_of(pod)), {}).get(uid)) is not None
+                if (row := by_status.get((cluster, status_of(pod)), {}).get(uid)) is not None
                 and (with_status is None or uid in with_status)
             ]
         elif with_status is not None:

@@ -187,3 +187,10 @@ def kept_status_equal(a: PodStatus, b: PodStatus) -> bool:
         and a.reason == b.reason
         and a.message == b.message
     )
+
+
+def display_of(pod: Pod) -> DisplayStatus:
+    """kubectl's columns for ``pod``: a kept pod's own, else computed (not shared)."""
+    if isinstance(pod, KeptPod) and pod.display is not None:
+        return pod.display
+    return display_status(pod)

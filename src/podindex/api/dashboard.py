@@ -38,8 +38,8 @@ from podindex.kube.errors import ApiError, KubeError
 from podindex.model import Pod
 from podindex.selectors import SelectorError, parse_selector
 from podindex.service import Service
-from podindex.sharing import KeptPod
-from podindex.status import DisplayStatus, display_status
+from podindex.sharing import display_of
+from podindex.status import display_status
 
 log = logging.getLogger("podindex.dashboard")
 audit = logging.getLogger("podindex.audit")
@@ -72,16 +72,9 @@ def enveloped(endpoint: Endpoint) -> Endpoint:
     return wrapped
 
 
-def _display(record: PodRecord) -> DisplayStatus:
-    pod = record.pod
-    if isinstance(pod, KeptPod) and pod.display is not None:
-        return pod.display
-    return display_status(pod)
-
-
 def list_item(record: PodRecord) -> dict[str, Any]:
     """A list item as the document has it (plus cluster, uid, ready and ips)."""
-    pod, display = record.pod, _display(record)
+    pod, display = record.pod, display_of(record.pod)
     states = {name: (ready, count) for name, ready, count in display.containers}
     return {
         "name": pod.metadata.name,

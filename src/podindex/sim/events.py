@@ -29,24 +29,6 @@ EVENTS_GROUP = "events.k8s.io"
 REF_ORDER = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
 ATOMIC = frozenset({"involvedObject", "regarding", "related"})
 
-CORE_FIELD_LABELS = frozenset(
-    {
-        "metadata.name",
-        "metadata.namespace",
-        "involvedObject.kind",
-        "involvedObject.namespace",
-        "involvedObject.name",
-        "involvedObject.uid",
-        "involvedObject.apiVersion",
-        "involvedObject.resourceVersion",
-        "involvedObject.fieldPath",
-        "reason",
-        "reportingComponent",
-        "source",
-        "type",
-    }
-)
-# events.k8s.io/v1 field label -> the core label it is evaluated as (AddFieldLabelConversionsForEvent).
 V1_FIELD_LABELS = {
     "metadata.name": "metadata.name",
     "metadata.namespace": "metadata.namespace",
@@ -300,7 +282,6 @@ def invalid_status(name: str, errors: list[tuple[str, str, str]], *, v1_request:
 
 
 __all__ = [
-    "CORE_FIELD_LABELS",
     "EVENTS_GROUP",
     "V1_FIELD_LABELS",
     "InvalidEvent",
