@@ -45,6 +45,7 @@ _SERVE_FLAGS: dict[str, str] = {
     "store": "history store: sqlite:///path/file.db or postgresql://user@host/db "
     "(default sqlite:///podindex.db)",
     "retention": "how long dead pods stay in history, e.g. 7d, 12h (default 7d)",
+    "instance_history": "finished container instances kept per container of a pod (default 10)",
     "watch": "false: watch no cluster, serve only what agents push (default true)",
     "ack_timeout": "seconds a push waits for the store before answering 503 (default 5)",
     "tokens_file": "access file: API bearer tokens (SHA-256) and service-account roles; "

@@ -110,9 +110,17 @@ class ClusterSync:
         self.client = client
         self.options = options or WatchOptions()
         self.pod_sink = PodSink(index, cluster_id, clock)
-        self.pods: Watcher[Pod] = self._watcher(
-            PODS, Pod, PodList, self.pod_sink, trim=index.sharing.pod
-        )
+        keep = index.sharing.pod
+
+        def trim(pod: Pod) -> Pod:
+            # The statuses are dropped here, as each pod is decoded: whoever
+            # follows container instances sees them first.
+            observer = index.status_observer
+            if observer is not None:
+                observer((cluster_id, pod.metadata.uid), pod)
+            return keep(pod)
+
+        self.pods: Watcher[Pod] = self._watcher(PODS, Pod, PodList, self.pod_sink, trim=trim)
         # Owners are not filtered by the pods' label selector: their labels differ.
         self.replicasets: Watcher[PartialObjectMetadata] = self._watcher(
             REPLICASETS,

@@ -80,15 +80,14 @@ class ContainerInstance(msgspec.Struct, frozen=True, omit_defaults=False):
     finished: str | None
     exitCode: int | None
     terminationReason: str | None
+    seen: float = 0.0
+    """When podindex first saw it (orders instances whose times tie to the second);
+    not part of the API's object."""
 
-    @property
-    def live(self) -> bool:
-        return self.finished is None
 
-
-def observed(pod: Pod, ips: Iterable[str]) -> list[ContainerInstance]:
-    """The instances a pod's status shows: each container's current one (if it has a
-    container id) and its last terminated one."""
+def observed(pod: Pod, ips: Iterable[str], seen: float = 0.0) -> list[ContainerInstance]:
+    """The instances a pod's status shows (at ``seen``): each container's current one
+    (if it has a container id) and its last terminated one."""
     uid, node = pod.metadata.uid, pod.spec.nodeName
     held = tuple(ips)
     found: list[ContainerInstance] = []
@@ -109,6 +108,7 @@ def observed(pod: Pod, ips: Iterable[str]) -> list[ContainerInstance]:
                     finished=terminated.finishedAt or "" if terminated else None,
                     exit_code=terminated.exitCode if terminated else None,
                     reason=terminated.reason or None if terminated else None,
+                    seen=seen,
                 )
             )
         last = status.lastState.terminated if status.lastState is not None else None
@@ -124,6 +124,7 @@ def observed(pod: Pod, ips: Iterable[str]) -> list[ContainerInstance]:
                     finished=last.finishedAt or "",
                     exit_code=last.exitCode,
                     reason=last.reason or None,
+                    seen=seen,
                 )
             )
     return found
@@ -140,6 +141,7 @@ def _instance(
     finished: str | None,
     exit_code: int | None,
     reason: str | None,
+    seen: float,
 ) -> ContainerInstance:
     runtime, bare = runtime_and_id(container_id)
     return ContainerInstance(
@@ -153,6 +155,7 @@ def _instance(
         finished=finished,
         exitCode=exit_code,
         terminationReason=reason,
+        seen=seen,
     )
 
 
@@ -165,13 +168,19 @@ class InstanceHistory:
         self.by_id: dict[str, ContainerInstance] = {}
 
     def observe(self, instances: Iterable[ContainerInstance]) -> bool:
-        """Merge; True when anything changed (worth writing)."""
+        """Merge (newer sightings win, but a finished instance is final, and the first
+        sighting's time stays); True when anything changed (worth writing)."""
         changed = False
         for instance in instances:
             key = instance.instanceId.id
             known = self.by_id.get(key)
-            if known is not None and (known.finished is not None or known == instance):
-                continue  # a finished instance is final; the same live one, unchanged
+            if known is not None:
+                if known.finished is not None:
+                    continue
+                if known.seen != instance.seen:
+                    instance = msgspec.structs.replace(instance, seen=known.seen)
+                if known == instance:
+                    continue
             self.by_id[key] = instance
             changed = True
         if changed:
@@ -189,7 +198,8 @@ class InstanceHistory:
 
     def live(self) -> list[ContainerInstance]:
         return sorted(
-            (i for i in self.by_id.values() if i.finished is None), key=lambda i: i.containerName
+            (i for i in self.by_id.values() if i.finished is None),
+            key=lambda i: (i.containerName, i.seen),
         )
 
     def terminated(self) -> list[dict[str, list[ContainerInstance]]]:
@@ -210,5 +220,5 @@ class InstanceHistory:
                 del self.by_id[old.instanceId.id]
 
 
-def _finish_order(instance: ContainerInstance) -> tuple[str, str]:
-    return (instance.finished or "", instance.started or "")
+def _finish_order(instance: ContainerInstance) -> tuple[str, str, float]:
+    return (instance.finished or "", instance.started or "", instance.seen)

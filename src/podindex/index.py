@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from typing import Final, Literal, TypeVar
 
 import msgspec
@@ -198,6 +198,9 @@ class Index:
         self.sharing = ValueSharing()
         self._listing: Listing | None = None
         self.observers: list[Callable[[PodRecord | None, PodRecord | None, float], None]] = []
+        self.status_observer: Callable[[PodKey, Pod], None] | None = None
+        """Sees each pod applied with its container statuses (which the index does not keep).
+        A watcher calls it as it decodes a pod (:class:`podindex.cluster.ClusterSync`)."""
         """Called after each pod is added, changed in what it holds or is labelled, or
         removed: (old record, new record, now); None for absent."""
         """Turns a decoded pod into the form kept here (see :mod:`podindex.sharing`)."""
@@ -502,6 +505,18 @@ class Index:
             self._listing = listing
         return self._listing
 
+    @property
+    def by_namespace(self) -> Mapping[str, Set[PodKey]]:
+        return self._by_namespace
+
+    @property
+    def by_node(self) -> Mapping[str, Set[PodKey]]:
+        return self._by_node
+
+    @property
+    def by_label(self) -> Mapping[tuple[str, str], Set[PodKey]]:
+        return self._by_label
+
     def clusters(self) -> set[str]:
         return {k[0] for k in self.pods}
 
@@ -573,6 +588,8 @@ class Index:
         source: str,
         workload: Workload | None = None,
     ) -> None:
+        if self.status_observer is not None:
+            self.status_observer(key, pod)
         if old is None:
             self._seq += 1
             seq = self._seq

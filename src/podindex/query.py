@@ -165,7 +165,7 @@ def _term(field: str, value: str) -> Term:
     negated = value.startswith("!")
     body = value[1:] if negated else value
     if not body:
-        raise QueryError(f"{field}: '!' needs a value after it")
+        raise QueryError(f"{field.title()}: '!' needs a value after it")
     kind = FIELDS[field]
     if body == "*":
         return Term(lambda vs, now: any(vs), negated, body)
@@ -175,7 +175,7 @@ def _term(field: str, value: str) -> Term:
         return Term(_date_test(field, body), negated, body)
     if kind == "bool":
         if body.lower() not in ("true", "false"):
-            raise QueryError(f"{field}: expected true or false, got {body!r}")
+            raise QueryError(f"{field.title()}: expected true or false, got {body!r}")
         want = body.lower()
         return Term(lambda vs, now: want in vs, negated, body)
     if kind == "label":
@@ -188,13 +188,13 @@ def _text_test(field: str, body: str) -> Callable[[Sequence[str], float], bool]:
         try:
             pattern = re.compile(body[2:], re.IGNORECASE)
         except re.error as exc:
-            raise QueryError(f"{field}: bad regex {body[2:]!r}: {exc}") from None
+            raise QueryError(f"{field.title()}: bad regex {body[2:]!r}: {exc}") from None
         return lambda vs, now: any(pattern.search(v) for v in vs if v)
     if len(body) >= 2 and body[0] == body[-1] == '"':
         exact = body[1:-1]
         return lambda vs, now: exact in vs
     if '"' in body:
-        raise QueryError(f"{field}: a quote must enclose the whole value: {body!r}")
+        raise QueryError(f"{field.title()}: a quote must enclose the whole value: {body!r}")
     prefix = body.lower()
     return lambda vs, now: any(v.lower().startswith(prefix) for v in vs if v)
 
@@ -205,7 +205,7 @@ def _label_test(field: str, body: str) -> Callable[[Sequence[str], float], bool]
     inner = body[1:-1] if quoted else body
     key, sep, value = inner.partition("=")
     if not key:
-        raise QueryError(f"{field}: expected key=value, got {body!r}")
+        raise QueryError(f"{field.title()}: expected key=value, got {body!r}")
     if not sep:
         return lambda vs, now: any(v.partition("=")[0] == key for v in vs)
     value_test = _text_test(field, f'"{value}"' if quoted else value) if value else None
@@ -231,7 +231,7 @@ def _date_test(field: str, body: str) -> Callable[[Sequence[str], float], bool]:
     duration = _DURATION.fullmatch(operand)
     if duration is not None:
         if not op:
-            raise QueryError(f"{field}: a duration needs >, <, >= or <=, got {body!r}")
+            raise QueryError(f"{field.title()}: a duration needs >, <, >= or <=, got {body!r}")
         age = float(duration[1]) * _UNITS[duration[2]]
         # An age: '>3d' is older than three days, i.e. created before now - 3d.
         older = op.startswith(">")
@@ -276,12 +276,12 @@ def _time_range(field: str, operand: str) -> tuple[float, float]:
         try:
             day = datetime.strptime(operand, "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
-            raise QueryError(f"{field}: bad date {operand!r}") from None
+            raise QueryError(f"{field.title()}: bad date {operand!r}") from None
         return day.timestamp(), day.timestamp() + 86400.0
     instant = _instant(operand)
     if instant is None:
         raise QueryError(
-            f"{field}: expected a duration (3d, 12h), a date (2026-01-02) or an RFC 3339 time, "
+            f"{field.title()}: expected a duration (3d, 12h), a date (2026-01-02) or an RFC 3339 time, "
             f"got {operand!r}"
         )
     return instant, instant + 1.0

@@ -17,12 +17,14 @@ import msgspec
 
 from podindex.cluster import ClusterSync, WatchOptions
 from podindex.history import HistoryWriter
-from podindex.index import Index
+from podindex.index import Index, PodRecord
+from podindex.instances import InstanceTracker
 from podindex.integrations import Integrations
 from podindex.ipsets import IpSets, IpSetSpec
 from podindex.kube.client import KubeClient
 from podindex.kube.config import ClusterAccess, discover_access, explicit_access
 from podindex.kube.errors import ConfigError
+from podindex.podsearch import Facts, PastPod, PastPods, Search, ips_of
 from podindex.sealing import Sealer, SealingError
 from podindex.settings import Settings
 from podindex.store.base import StoreError, open_store
@@ -40,6 +42,10 @@ class Service:
     expiry_interval: float = 1.0
     integrations: Integrations = field(init=False)
     ipsets: IpSets = field(init=False)
+    instances: InstanceTracker = field(init=False)
+    past: PastPods = field(default_factory=PastPods, init=False)
+    search: Search = field(init=False)
+    past_loaded: bool = field(default=False, init=False)
     ipsets_loaded: bool = field(default=False, init=False)
     ipset_changes: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     """One change to the IP sets at a time (the API's, and the store's reconcile)."""
@@ -63,6 +69,22 @@ class Service:
         # than any issued now, so it resyncs (see podindex.ipsets).
         self.ipsets = IpSets(self.index, revision_base=int(time.time()) * 1_000_000)
         self.index.observers.append(self.ipsets.observe)
+        self.instances = InstanceTracker(self.history.store, keep=self.settings.instance_history)
+        self.index.status_observer = self.instances.observe
+        self.index.observers.append(self.past.observe)
+        self.index.observers.append(self._pod_gone)
+        self.search = Search(
+            self.index, self.past, Facts(self.cluster_name, self.instances.digests)
+        )
+
+    def _pod_gone(self, old: PodRecord | None, new: PodRecord | None, now: float) -> None:
+        if new is None and old is not None:
+            self.instances.gone(old.key, now)
+
+    def cluster_name(self, cluster_id: str) -> str:
+        """An integration's name; the watched cluster's id otherwise."""
+        row = self.integrations.rows.get(cluster_id)
+        return row.name if row is not None else cluster_id
 
     _ready: bool = field(default=False, init=False)
 
@@ -163,6 +185,8 @@ class Service:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self.history.run(), name="history")
+                group.create_task(self.instances.run(), name="container instances")
+                group.create_task(self._prune_past_loop(), name="past pods retention")
                 for sync in self.clusters.values():
                     self._start(sync)
                 group.create_task(self._expire_loop(), name="expiry")
@@ -190,7 +214,14 @@ class Service:
             try:
                 await self.history.store.open()
                 await self.integrations.load()
-                await self.history.load(set(self.clusters))
+                # Stored objects carry the statuses of when they were written: stale
+                # instances. The first list shows the current ones.
+                observer, self.index.status_observer = self.index.status_observer, None
+                try:
+                    await self.history.load(set(self.clusters))
+                finally:
+                    self.index.status_observer = observer
+                await self._load_past()
                 await self._load_ipsets()
                 return
             except StoreError as exc:
@@ -202,6 +233,38 @@ class Service:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _load_past(self) -> None:
+        """Search's view of history: instances' facets and the pods that died."""
+        store = self.history.store
+        self.instances.load(await store.instance_facets())
+        dead = await store.dead_pods(time.time() - self.settings.retention)
+        containers = self.instances.containers
+        self.past.load(
+            PastPod(
+                key=row.key,
+                namespace=row.namespace,
+                name=row.name,
+                node=row.node,
+                ips=row.ips or ips_of(row.pod_ip),
+                created=row.created_at,
+                labels=row.labels,
+                workload_kind=row.workload_kind,
+                workload_name=row.workload_name,
+                containers=containers.get(row.key, ()),
+                deleted_at=row.deleted_at or row.last_seen,
+                seq=0,
+            )
+            for row in dead
+            if row.key not in self.index.pods
+        )
+        self.past_loaded = True
+
+    async def _prune_past_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            gone = self.past.prune(time.time() - self.settings.retention)
+            self.instances.forget(gone)
 
     async def _load_ipsets(self) -> None:
         """The IP sets saved in the store, over the pods history brought back; the first
@@ -243,6 +306,7 @@ class Service:
         try:
             if self.history.loaded:
                 await asyncio.wait_for(self.history.flush(), 10.0)
+                await asyncio.wait_for(self.instances.flush(), 5.0)
         except (StoreError, TimeoutError) as exc:
             log.error(
                 "history: %d changes not written at shutdown (%s)", len(self.history.pending), exc

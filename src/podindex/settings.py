@@ -42,6 +42,8 @@ class Settings:
     """History store URL: ``sqlite:///path/file.db`` or ``postgresql://…``."""
     retention: float = 7 * 86400.0
     """Seconds a dead pod's history is kept (``7d``, ``12h``, ``30m`` are accepted too)."""
+    instance_history: int = 10
+    """Finished container instances kept per container of a pod (search and export show them)."""
     watch: bool = True
     """Watch the cluster; false serves only what agents push (a broker)."""
     ack_timeout: float = 5.0
@@ -127,6 +129,10 @@ class Settings:
             raise SettingsError("store must be sqlite:///path/file.db or postgresql://...")
         if self.retention <= 0:
             raise SettingsError("retention must be > 0")
+        if not 1 <= self.instance_history <= 1000:
+            raise SettingsError(
+                f"instance_history must be between 1 and 1000, got {self.instance_history}"
+            )
         if self.ack_timeout <= 0:
             raise SettingsError("ack_timeout must be > 0 seconds")
         if self.reconcile_interval <= 0:

@@ -26,6 +26,7 @@ from podindex.api import (
     integrations,
     ipsets,
     openapi,
+    podservice,
     podwatcher,
     sessions,
 )
@@ -89,6 +90,7 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *dashboard.routes(service),
             *sessions.routes(service),
             *ipsets.routes(service, ipset_streams),
+            *podservice.routes(service),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],

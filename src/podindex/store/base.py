@@ -115,6 +115,79 @@ class Lease(msgspec.Struct, gc=False):
     workload_name: str
 
 
+class StoredInstance(msgspec.Struct, gc=False):
+    """One run of one container (one container id), as the store keeps it.
+
+    Kubernetes' own times (RFC 3339 text); ``finished`` None while it runs, ""
+    when it ended at a time nobody reported. A finished instance is final.
+    """
+
+    cluster: str
+    uid: str
+    """The pod's."""
+    container_id: str
+    """Without the runtime's scheme (``containerd://``)."""
+    runtime: str
+    container_name: str
+    node: str
+    ips: tuple[str, ...]
+    started: str | None
+    image_digest: str | None
+    finished: str | None
+    exit_code: int | None
+    reason: str | None
+    observed_at: float
+    """When podindex first saw it: orders instances whose times tie to the second."""
+
+    @property
+    def pod_key(self) -> tuple[str, str]:
+        return (self.cluster, self.uid)
+
+
+INSTANCE_COLUMNS: tuple[str, ...] = tuple(StoredInstance.__struct_fields__)
+_INSTANCE_IPS = INSTANCE_COLUMNS.index("ips")
+
+
+def instance_values(instance: StoredInstance) -> tuple[object, ...]:
+    """The row's values in ``INSTANCE_COLUMNS`` order; IPs as JSON text."""
+    values = list(msgspec.structs.astuple(instance))
+    values[_INSTANCE_IPS] = _encode(list(instance.ips)).decode()
+    return tuple(values)
+
+
+def instance_from(values: Sequence[object]) -> StoredInstance:
+    row = list(values)
+    row[_INSTANCE_IPS] = _decode_ips(str(row[_INSTANCE_IPS]))
+    return StoredInstance(*row)  # type: ignore[arg-type]
+
+
+def upsert_instance_sql(params: Sequence[str]) -> str:
+    """Insert an instance or update a running one (a finished instance is final:
+    a stale status cannot bring it back to life); ``params``: the placeholders."""
+    return (
+        f"INSERT INTO container_instances ({', '.join(INSTANCE_COLUMNS)}) "
+        f"VALUES ({', '.join(params)}) "
+        "ON CONFLICT (cluster, uid, container_id) DO UPDATE SET "
+        "runtime = excluded.runtime, container_name = excluded.container_name, "
+        "node = excluded.node, ips = excluded.ips, "
+        "started = coalesce(excluded.started, container_instances.started), "
+        "image_digest = coalesce(excluded.image_digest, container_instances.image_digest), "
+        "finished = excluded.finished, exit_code = excluded.exit_code, reason = excluded.reason "
+        "WHERE container_instances.finished IS NULL"
+    )
+
+
+def trim_instances_sql(cluster: str, uid: str, keep: str) -> str:
+    """Delete a pod's finished instances beyond the newest ``keep`` per container name."""
+    return (
+        f"DELETE FROM container_instances WHERE cluster = {cluster} AND uid = {uid} "
+        "AND container_id IN (SELECT container_id FROM (SELECT container_id, row_number() OVER ("
+        "PARTITION BY container_name ORDER BY finished DESC, started DESC, observed_at DESC) "
+        f"AS n FROM container_instances WHERE cluster = {cluster} AND uid = {uid} "
+        f"AND finished IS NOT NULL) ranked WHERE n > {keep})"
+    )
+
+
 class StoredIntegration(msgspec.Struct):
     """A registered cluster (an integration), as the store keeps it.
 
@@ -206,6 +279,28 @@ class Store(Protocol):
         """One pod's row."""
 
     async def pod_object(self, cluster: str, uid: str) -> bytes | None: ...
+
+    async def dead_pods(self, dead_since: float) -> list[StoredPod]:
+        """Rows of pods that died at or after ``dead_since``, oldest death first."""
+
+    # --- container instances ------------------------------------------------
+
+    async def write_instances(
+        self,
+        instances: Sequence[StoredInstance],
+        gone: Sequence[tuple[str, str, str]],
+        keep: int,
+    ) -> None:
+        """In one transaction: upsert ``instances`` (a finished one stays as it was),
+        finish the running instances of the pods in ``gone`` (cluster, uid, at), and
+        keep the last ``keep`` finished instances per container of every pod touched."""
+
+    async def instances(self, pods: Collection[tuple[str, str]]) -> list[StoredInstance]:
+        """The instances of ``pods`` ((cluster, uid) pairs)."""
+
+    async def instance_facets(self) -> list[tuple[str, str, str, str]]:
+        """(cluster, uid, container name, image digest or "") of every instance: what
+        search needs of them, loaded at start."""
 
     # --- integrations (registered clusters) ---------------------------------
 

@@ -24,6 +24,7 @@ import asyncpg
 import msgspec
 
 from podindex.store.base import (
+    INSTANCE_COLUMNS,
     INTEGRATION_COLUMNS,
     LEASE_COLUMNS,
     POD_COLUMNS,
@@ -32,13 +33,18 @@ from podindex.store.base import (
     ObjectCodec,
     PodWrite,
     StoreConfigError,
+    StoredInstance,
     StoredIntegration,
     StoredPod,
     StoreError,
     StoreRejected,
+    instance_from,
+    instance_values,
     redact,
     row_from,
     row_values,
+    trim_instances_sql,
+    upsert_instance_sql,
 )
 
 _T = TypeVar("_T")
@@ -132,6 +138,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE pod_objects
         ALTER COLUMN cluster TYPE text COLLATE "C",
         ALTER COLUMN uid TYPE text COLLATE "C";
+    """,
+    # 6: container instances (one row per container id), for pod search and export.
+    """
+    CREATE TABLE container_instances (
+        cluster text COLLATE "C" NOT NULL, uid text COLLATE "C" NOT NULL,
+        container_id text COLLATE "C" NOT NULL,
+        runtime text NOT NULL, container_name text NOT NULL, node text NOT NULL,
+        ips text NOT NULL, started text, image_digest text, finished text,
+        exit_code integer, reason text, observed_at double precision NOT NULL,
+        PRIMARY KEY (cluster, uid, container_id)
+    );
     """,
 )
 
@@ -262,6 +279,9 @@ _PRUNE = """
         DELETE FROM leases WHERE (cluster, uid) IN (SELECT cluster, uid FROM doomed)
     ), objects_gone AS (
         DELETE FROM pod_objects WHERE (cluster, uid) IN (SELECT cluster, uid FROM doomed)
+    ), instances_gone AS (
+        DELETE FROM container_instances
+        WHERE (cluster, uid) IN (SELECT cluster, uid FROM doomed)
     )
     SELECT count(*) FROM doomed
 """
@@ -276,6 +296,17 @@ _LATEST_BY_IP = (
     "ORDER BY l.held_to IS NULL DESC, l.held_from DESC, p.last_seen DESC LIMIT 1"
 )
 _POD = f"{_SELECT} WHERE cluster = $1 AND uid = $2"
+_DEAD_PODS = f"{_SELECT} WHERE is_dead AND deleted_at >= $1 ORDER BY deleted_at"
+_UPSERT_INSTANCE = upsert_instance_sql([f"${i + 1}" for i in range(len(INSTANCE_COLUMNS))])
+_FINISH_INSTANCES = (
+    "UPDATE container_instances SET finished = $1 "
+    "WHERE cluster = $2 AND uid = $3 AND finished IS NULL"
+)
+_TRIM_INSTANCES = trim_instances_sql("$1", "$2", "$3")
+_INSTANCES = (
+    f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM container_instances "
+    "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
 _VERSION = "SELECT coalesce(max(version), 0) FROM podindex_schema"
 
 _SELECT_INTEGRATIONS = f"SELECT {', '.join(INTEGRATION_COLUMNS)} FROM integrations"
@@ -475,6 +506,53 @@ class PostgresStore:
 
         blob = await self._run("reading a pod object", get)
         return None if blob is None else await self._off_loop(self._codec.decompress, blob)
+
+    async def dead_pods(self, dead_since: float) -> list[StoredPod]:
+        async def dead(conn: Any) -> list[StoredPod]:
+            return [row_from(rec) for rec in await conn.fetch(_DEAD_PODS, dead_since)]
+
+        return await self._run("reading dead pods", dead)
+
+    async def write_instances(
+        self,
+        instances: Sequence[StoredInstance],
+        gone: Sequence[tuple[str, str, str]],
+        keep: int,
+    ) -> None:
+        rows = [instance_values(i) for i in instances]
+        finished = [(at, cluster, uid) for cluster, uid, at in gone]
+        touched = sorted({(i.cluster, i.uid) for i in instances if i.finished is not None})
+        touched += [(cluster, uid) for cluster, uid, _ in gone]
+
+        async def write(conn: Any) -> None:
+            async with conn.transaction():
+                if rows:
+                    await conn.executemany(_UPSERT_INSTANCE, rows)
+                if finished:
+                    await conn.executemany(_FINISH_INSTANCES, finished)
+                if touched:
+                    await conn.executemany(_TRIM_INSTANCES, [(c, u, keep) for c, u in touched])
+
+        await self._run("writing container instances", write)
+
+    async def instances(self, pods: Collection[tuple[str, str]]) -> list[StoredInstance]:
+        clusters = [cluster for cluster, _ in pods]
+        uids = [uid for _, uid in pods]
+
+        async def read(conn: Any) -> list[StoredInstance]:
+            return [instance_from(rec) for rec in await conn.fetch(_INSTANCES, clusters, uids)]
+
+        return await self._run("reading container instances", read)
+
+    async def instance_facets(self) -> list[tuple[str, str, str, str]]:
+        async def read(conn: Any) -> list[tuple[str, str, str, str]]:
+            found = await conn.fetch(
+                "SELECT cluster, uid, container_name, coalesce(image_digest, '') "
+                "FROM container_instances"
+            )
+            return [(rec[0], rec[1], rec[2], rec[3]) for rec in found]
+
+        return await self._run("reading container instance facets", read)
 
     async def integrations(self) -> list[StoredIntegration]:
         async def read(conn: Any) -> list[StoredIntegration]:

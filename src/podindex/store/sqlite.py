@@ -29,6 +29,7 @@ from typing import TypeVar
 import msgspec
 
 from podindex.store.base import (
+    INSTANCE_COLUMNS,
     INTEGRATION_COLUMNS,
     LEASE_COLUMNS,
     POD_COLUMNS,
@@ -38,12 +39,17 @@ from podindex.store.base import (
     ObjectCodec,
     PodWrite,
     StoreConfigError,
+    StoredInstance,
     StoredIntegration,
     StoredPod,
     StoreError,
     StoreRejected,
+    instance_from,
+    instance_values,
     row_from,
     row_values,
+    trim_instances_sql,
+    upsert_instance_sql,
 )
 
 _T = TypeVar("_T")
@@ -119,6 +125,16 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: PostgreSQL's JSON columns
     # become text; SQLite's always were.
     "",
+    # 6: container instances (one row per container id), for pod search and export.
+    """
+    CREATE TABLE container_instances (
+        cluster TEXT NOT NULL, uid TEXT NOT NULL, container_id TEXT NOT NULL,
+        runtime TEXT NOT NULL, container_name TEXT NOT NULL, node TEXT NOT NULL,
+        ips TEXT NOT NULL, started TEXT, image_digest TEXT, finished TEXT,
+        exit_code INTEGER, reason TEXT, observed_at REAL NOT NULL,
+        PRIMARY KEY (cluster, uid, container_id)
+    );
+    """,
 )
 
 _COLUMNS = ", ".join(POD_COLUMNS)
@@ -394,6 +410,10 @@ class SQLiteStore:
                 conn.execute(
                     f"DELETE FROM pod_objects WHERE (cluster, uid) IN ({doomed})", (dead_before,)
                 )
+                conn.execute(
+                    f"DELETE FROM container_instances WHERE (cluster, uid) IN ({doomed})",
+                    (dead_before,),
+                )
                 cursor = conn.execute(
                     "DELETE FROM pods WHERE is_dead = 1 AND deleted_at < ?", (dead_before,)
                 )
@@ -475,6 +495,59 @@ class SQLiteStore:
 
         return await self._run(get)
 
+    async def dead_pods(self, dead_since: float) -> list[StoredPod]:
+        def dead(conn: sqlite3.Connection) -> list[StoredPod]:
+            cursor = conn.execute(
+                f"{_SELECT} WHERE is_dead = 1 AND deleted_at >= ? ORDER BY deleted_at",
+                (dead_since,),
+            )
+            return [row_from(v) for v in cursor]
+
+        return await self._run(dead)
+
+    async def write_instances(
+        self,
+        instances: Sequence[StoredInstance],
+        gone: Sequence[tuple[str, str, str]],
+        keep: int,
+    ) -> None:
+        rows = [instance_values(i) for i in instances]
+        finished = [(at, cluster, uid) for cluster, uid, at in gone]
+        touched = sorted({(i.cluster, i.uid) for i in instances if i.finished is not None})
+        touched += [(cluster, uid) for cluster, uid, _ in gone]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(_UPSERT_INSTANCE, rows)
+                conn.executemany(_FINISH_INSTANCES, finished)
+                conn.executemany(_TRIM_INSTANCES, [(c, u, keep) for c, u in touched])
+
+        await self._run(write)
+
+    async def instances(self, pods: Collection[tuple[str, str]]) -> list[StoredInstance]:
+        keys = msgspec.json.encode([list(key) for key in pods]).decode()
+
+        def read(conn: sqlite3.Connection) -> list[StoredInstance]:
+            cursor = conn.execute(
+                f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM container_instances "
+                "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+                (keys,),
+            )
+            return [instance_from(v) for v in cursor]
+
+        return await self._run(read)
+
+    async def instance_facets(self) -> list[tuple[str, str, str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+            return list(
+                conn.execute(
+                    "SELECT cluster, uid, container_name, coalesce(image_digest, '') "
+                    "FROM container_instances"
+                )
+            )
+
+        return await self._run(read)
+
     async def integrations(self) -> list[StoredIntegration]:
         def read(conn: sqlite3.Connection) -> list[StoredIntegration]:
             cursor = conn.execute(f"{_SELECT_INTEGRATIONS} ORDER BY name, id")
@@ -546,6 +619,13 @@ _SAVE_INTEGRATION = (
 _SAVE_INTEGRATION_HEALTH = (
     "UPDATE integrations SET last_error = ?, last_error_phase = ?, last_sync = ? WHERE id = ?"
 )
+
+
+_UPSERT_INSTANCE = upsert_instance_sql(["?"] * len(INSTANCE_COLUMNS))
+_FINISH_INSTANCES = (
+    "UPDATE container_instances SET finished = ? WHERE cluster = ? AND uid = ? AND finished IS NULL"
+)
+_TRIM_INSTANCES = trim_instances_sql("?1", "?2", "?3")
 
 
 def _is_live(w: PodWrite) -> bool:

@@ -1,0 +1,319 @@
+"""The pod search and export API (``GET /v1/pods``, ``GET /v1/export/pods``).
+
+Paths, parameters and objects are the PodService's of a security platform
+(``StoragePod``, ``StorageContainerInstance``), so clients written for it
+work here; see README "Pod search and export". Where that implementation
+goes wrong, this one does not: a bad query, sort field or limit is a 400
+naming it (never a silent match-all or a 500), ``aggregateBy`` is refused
+as unsupported, sorting is total, and deleted pods stay searchable for the
+retention period.
+
+Errors are grpc-gateway's: ``{"error", "code", "message", "details"}`` with
+the HTTP status of the gRPC code; a failure after an export's first line
+ends the stream with one ``{"error": {…}}`` line instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from podindex.api.auth import Role, require
+from podindex.api.errors import ApiProblem
+from podindex.containers import ContainerInstance, InstanceHistory, InstanceId, pod_id
+from podindex.model import PodKey
+from podindex.podsearch import Entry, PastPod, deployment_id, sort_field
+from podindex.query import Query, QueryError, parse
+from podindex.service import Service
+from podindex.store.base import StoreError
+
+log = logging.getLogger("podindex.api.podservice")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+EXPORT_CHUNK = 500
+"""Pods per store read and per write to the client while exporting."""
+
+# gRPC status codes, and the HTTP status grpc-gateway answers each with.
+INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, PERMISSION_DENIED = 3, 4, 5, 7
+INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 13, 14, 16
+HTTP_OF = {
+    INVALID_ARGUMENT: 400,
+    DEADLINE_EXCEEDED: 504,
+    NOT_FOUND: 404,
+    PERMISSION_DENIED: 403,
+    INTERNAL: 500,
+    UNAVAILABLE: 503,
+    UNAUTHENTICATED: 401,
+}
+_CODE_OF = {status: code for code, status in HTTP_OF.items()}
+_STATUS_TEXT = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StorageContainerInstance(msgspec.Struct, omit_defaults=False):
+    instanceId: InstanceId
+    containingPodId: str
+    containerName: str
+    containerIps: tuple[str, ...]
+    started: str | None
+    imageDigest: str | None
+    finished: str | None
+    exitCode: int | None
+    terminationReason: str | None
+
+
+class InstanceList(msgspec.Struct):
+    instances: list[StorageContainerInstance]
+
+
+class StoragePod(msgspec.Struct, omit_defaults=False):
+    """Every field always present, null where empty, as the original's gateway emits."""
+
+    id: str
+    name: str
+    deploymentId: str | None
+    namespace: str
+    clusterId: str
+    liveInstances: list[StorageContainerInstance]
+    terminatedInstances: list[InstanceList]
+    started: str | None
+
+
+class PodsResponse(msgspec.Struct):
+    pods: list[StoragePod]
+
+
+class ExportResult(msgspec.Struct):
+    pod: StoragePod
+
+
+class ExportLine(msgspec.Struct):
+    result: ExportResult
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def storage_pod(entry: Entry, instances: InstanceHistory | None) -> StoragePod:
+    live: list[StorageContainerInstance] = []
+    terminated: list[InstanceList] = []
+    if instances is not None:
+        live = [_shown(i) for i in instances.live()]
+        terminated = [
+            InstanceList([_shown(i) for i in bucket["instances"]])
+            for bucket in instances.terminated()
+        ]
+    created = entry.created if isinstance(entry, PastPod) else entry.pod.metadata.creationTimestamp
+    return StoragePod(
+        id=pod_id(entry.key[1]),
+        name=entry.name,
+        deploymentId=deployment_id(entry),
+        namespace=entry.namespace,
+        clusterId=entry.key[0],
+        liveInstances=live,
+        terminatedInstances=terminated,
+        started=created or None,
+    )
+
+
+def _shown(instance: ContainerInstance) -> StorageContainerInstance:
+    return StorageContainerInstance(
+        instanceId=instance.instanceId,
+        containingPodId=instance.containingPodId,
+        containerName=instance.containerName,
+        containerIps=instance.containerIps,
+        started=instance.started,
+        imageDigest=instance.imageDigest,
+        finished=instance.finished,
+        exitCode=instance.exitCode,
+        terminationReason=instance.terminationReason,
+    )
+
+
+def rpc_error_body(code: int, message: str) -> dict[str, object]:
+    return {"error": message, "code": code, "message": message, "details": []}
+
+
+def stream_error_line(code: int, message: str) -> bytes:
+    status = HTTP_OF.get(code, 500)
+    error = {
+        "code": code,
+        "grpcCode": code,
+        "httpCode": status,
+        "httpStatus": _STATUS_TEXT.get(status, ""),
+        "message": message,
+        "details": [],
+    }
+    return _encode({"error": error}) + b"\n"
+
+
+def _rpc_response(code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        _encode(rpc_error_body(code, message)),
+        status_code=HTTP_OF.get(code, 500),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def rpc(handler: Handler) -> Handler:
+    """Every failure answered as grpc-gateway answers it."""
+
+    async def call(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RpcError as exc:
+            return _rpc_response(exc.code, exc.message)
+        except ApiProblem as exc:  # authentication and roles
+            return _rpc_response(_CODE_OF.get(exc.status, INTERNAL), exc.message, exc.headers)
+        except StoreError as exc:
+            log.warning("pod search: history store unavailable: %s", exc)
+            return _rpc_response(UNAVAILABLE, "the history store is unavailable; retry")
+
+    return call
+
+
+def _int(params: dict[str, str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise RpcError(INVALID_ARGUMENT, f"{name}: expected an integer, got {raw!r}") from None
+
+
+def _bool(params: dict[str, str], name: str) -> bool:
+    raw = (params.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise RpcError(INVALID_ARGUMENT, f"{name}: expected true or false, got {raw!r}")
+    return raw in ("true", "1")
+
+
+def _query(params: dict[str, str]) -> Query:
+    try:
+        return parse(params.get("query"))
+    except QueryError as exc:
+        raise RpcError(INVALID_ARGUMENT, f"query: {exc}") from None
+
+
+def routes(service: Service) -> list[Route]:
+    lookup_role = Role.NONE if service.settings.lookup_access == "open" else Role.READER
+    search = service.search
+
+    async def scope(request: Request) -> frozenset[str] | None:
+        principal = await require(request, lookup_role, any_namespace=True)
+        if not service.past_loaded:
+            raise RpcError(UNAVAILABLE, "history is not loaded yet; retry")
+        return principal.namespaces_for(lookup_role)
+
+    async def pods(request: Request) -> Response:
+        params = dict(request.query_params)
+        namespaces = await scope(request)
+        query = _query(params)
+        limit = _int(params, "pagination.limit", DEFAULT_LIMIT)
+        if not 1 <= limit <= MAX_LIMIT:
+            raise RpcError(
+                INVALID_ARGUMENT,
+                f"pagination.limit must be between 1 and {MAX_LIMIT}, got {limit}",
+            )
+        offset = _int(params, "pagination.offset", 0)
+        if offset < 0:
+            raise RpcError(INVALID_ARGUMENT, f"pagination.offset must be >= 0, got {offset}")
+        try:
+            field = sort_field(params.get("pagination.sortOption.field"))
+        except QueryError as exc:
+            raise RpcError(INVALID_ARGUMENT, f"pagination.sortOption.field: {exc}") from None
+        reversed_ = _bool(params, "pagination.sortOption.reversed")
+        aggregate = params.get("pagination.sortOption.aggregateBy.aggrFunc", "UNSET")
+        if aggregate.upper() != "UNSET" or _bool(
+            params, "pagination.sortOption.aggregateBy.distinct"
+        ):
+            raise RpcError(
+                INVALID_ARGUMENT, "pagination.sortOption.aggregateBy is not supported by pod search"
+            )
+        found = search.page(
+            query,
+            time.time(),
+            field=field,
+            reversed_=reversed_,
+            offset=offset,
+            limit=limit,
+            namespaces=namespaces,
+        )
+        instances = await service.instances.of([e.key for e in found])
+        body = PodsResponse([storage_pod(e, instances.get(e.key)) for e in found])
+        return Response(_encode(body), media_type="application/json")
+
+    async def export(request: Request) -> Response:
+        params = dict(request.query_params)
+        namespaces = await scope(request)
+        query = _query(params)
+        timeout = _int(params, "timeout", 0)
+        if timeout < 0:
+            raise RpcError(INVALID_ARGUMENT, f"timeout must be >= 0 seconds, got {timeout}")
+        started = time.monotonic()
+        deadline = started + timeout if timeout else None
+        entries = search.ordered(query, time.time(), namespaces)
+        keys = [e.key for e in entries[:EXPORT_CHUNK]]
+        first = await service.instances.of(keys)  # a failure here is still a unary error
+        if deadline is not None and time.monotonic() > deadline:
+            raise RpcError(DEADLINE_EXCEEDED, f"export did not start within {timeout}s")
+        return StreamingResponse(
+            _lines(entries, first, deadline, timeout), media_type="application/json"
+        )
+
+    async def _lines(
+        entries: list[Entry],
+        first: dict[PodKey, InstanceHistory],
+        deadline: float | None,
+        seconds: int,
+    ) -> AsyncIterator[bytes]:
+        instances = first
+        try:
+            for start in range(0, len(entries), EXPORT_CHUNK):
+                chunk = entries[start : start + EXPORT_CHUNK]
+                if start:
+                    if deadline is not None and time.monotonic() > deadline:
+                        yield stream_error_line(
+                            DEADLINE_EXCEEDED, f"deadline exceeded: export ran past {seconds}s"
+                        )
+                        return
+                    instances = await service.instances.of([e.key for e in chunk])
+                yield b"".join(
+                    _encode(ExportLine(ExportResult(storage_pod(e, instances.get(e.key))))) + b"\n"
+                    for e in chunk
+                )
+                del chunk
+        except StoreError as exc:
+            log.warning("pod export: history store failed mid-stream: %s", exc)
+            yield stream_error_line(UNAVAILABLE, "the history store became unavailable")
+
+    return [
+        Route("/v1/pods", rpc(pods), methods=["GET"]),
+        Route("/v1/export/pods", rpc(export), methods=["GET"]),
+    ]

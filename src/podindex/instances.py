@@ -1,0 +1,286 @@
+"""Container instances, from the pods' statuses to the store, written behind.
+
+The index keeps no container statuses (they are most of a pod's status and
+of its events), so it hands every pod it applies to :meth:`InstanceTracker.observe`
+first. A cheap fingerprint of the statuses (container ids, which ended, the
+image, the node and the IPs) says whether anything an instance shows changed;
+only then are the pod's instances worked out and queued. Queued instances are
+merged per pod by container id (a finished one is final), so a pod that
+restarts twice between two writes loses neither run, and written in batches
+off the hot path, like the pods' history (:mod:`podindex.history`).
+
+When a pod goes, its running instances end then (:meth:`InstanceTracker.gone`).
+
+The store keeps the last ``keep`` finished instances per container; the
+tracker keeps in memory only what search needs (each pod's image digests)
+and what is not written yet. Nothing here is acknowledged to anyone: a crash
+loses at most the queue, and the next list of the cluster shows every pod's
+running and last finished instance again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from podindex.containers import (
+    DEFAULT_KEEP,
+    ContainerInstance,
+    InstanceHistory,
+    InstanceId,
+    observed,
+    pod_id,
+)
+from podindex.model import Pod, PodKey
+from podindex.store.base import Store, StoredInstance, StoreError
+
+log = logging.getLogger("podindex.instances")
+
+
+def pod_ips(pod: Pod) -> tuple[str, ...]:
+    """Every IP the pod reports (v4 and v6), as it reports them."""
+    status = pod.status
+    if status.podIPs:
+        return tuple(p.ip for p in status.podIPs if p.ip)
+    return (status.podIP,) if status.podIP else ()
+
+
+def rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fingerprint(pod: Pod, ips: tuple[str, ...]) -> int:
+    parts: list[object] = [pod.spec.nodeName, ips]
+    for status in pod.status.containerStatuses or ():
+        state, last = status.state, status.lastState
+        terminated = state.terminated if state is not None else None
+        previous = last.terminated if last is not None else None
+        parts.append(
+            (
+                status.containerID,
+                status.imageID,
+                None if terminated is None else (terminated.exitCode, terminated.finishedAt),
+                None if previous is None else previous.containerID,
+            )
+        )
+    return hash(tuple(parts))
+
+
+def stored(cluster: str, uid: str, instance: ContainerInstance) -> StoredInstance:
+    ident = instance.instanceId
+    return StoredInstance(
+        cluster=cluster,
+        uid=uid,
+        container_id=ident.id,
+        runtime=ident.containerRuntime,
+        container_name=instance.containerName,
+        node=ident.node,
+        ips=instance.containerIps,
+        started=instance.started,
+        image_digest=instance.imageDigest,
+        finished=instance.finished,
+        exit_code=instance.exitCode,
+        reason=instance.terminationReason,
+        observed_at=instance.seen,
+    )
+
+
+def shown(row: StoredInstance) -> ContainerInstance:
+    return ContainerInstance(
+        instanceId=InstanceId(row.runtime, row.container_id, row.node),
+        containingPodId=pod_id(row.uid),
+        containerName=row.container_name,
+        containerIps=row.ips,
+        started=row.started,
+        imageDigest=row.image_digest,
+        finished=row.finished,
+        exitCode=row.exit_code,
+        terminationReason=row.reason,
+        seen=row.observed_at,
+    )
+
+
+@dataclass
+class InstanceStats:
+    written: int = 0
+    failures: int = 0
+    dropped: int = 0
+
+
+class InstanceTracker:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        keep: int = DEFAULT_KEEP,
+        flush_interval: float = 0.5,
+        max_pending: int = 200_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.keep = keep
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.clock = clock
+        self.stats = InstanceStats()
+        self.digests: dict[PodKey, tuple[str, ...]] = {}
+        """Each known pod's image digests (live pods, and dead ones until pruned)."""
+        self.containers: dict[PodKey, tuple[str, ...]] = {}
+        """Container names of pods known only from history (a live pod's are in its spec)."""
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._seen: dict[PodKey, int] = {}
+        self.pending: dict[PodKey, InstanceHistory] = {}
+        self.gone_at: dict[PodKey, str] = {}
+        """Pods gone and not yet written so: when."""
+        self._writing: tuple[dict[PodKey, InstanceHistory], dict[PodKey, str]] = ({}, {})
+        """The batch being written: still read from here until it is committed."""
+        self._ended: set[PodKey] = set()
+        """Pods gone: a late event of theirs (which the index ignores) is ignored here too."""
+
+    # --- from the index -----------------------------------------------------
+
+    def observe(self, key: PodKey, pod: Pod) -> None:
+        """A pod as the cluster reports it (with its container statuses)."""
+        if not pod.status.containerStatuses or key in self._ended:
+            return
+        ips = pod_ips(pod)
+        fingerprint = _fingerprint(pod, ips)
+        if self._seen.get(key) == fingerprint:
+            return
+        self._seen[key] = fingerprint
+        found = observed(pod, ips, self.clock())
+        if not found:
+            return
+        pending = self.pending.get(key)
+        if pending is None:
+            pending = self.pending[key] = InstanceHistory(self.keep)
+        pending.observe(found)
+        digests = tuple(sorted({i.imageDigest for i in found if i.imageDigest}))
+        known = self.digests.get(key, ())
+        if not set(digests) <= set(known):
+            self.digests[key] = self._share(tuple(sorted(set(known) | set(digests))))
+        if len(self.pending) > self.max_pending:
+            self._drop()
+
+    def gone(self, key: PodKey, at: float) -> None:
+        """The pod is gone: its running instances ended at ``at``."""
+        self._seen.pop(key, None)
+        self._ended.add(key)
+        when = rfc3339(at)
+        self.gone_at[key] = when
+        pending = self.pending.get(key)
+        if pending is not None:
+            pending.finish_all(when)
+
+    def forget(self, keys: Iterable[PodKey]) -> None:
+        """Pods pruned from history."""
+        for key in keys:
+            self._ended.discard(key)
+            self.digests.pop(key, None)
+            self.containers.pop(key, None)
+
+    def load(self, facets: Iterable[tuple[str, str, str, str]]) -> None:
+        """What search needs of the stored instances (at start)."""
+        names: dict[PodKey, set[str]] = {}
+        digests: dict[PodKey, set[str]] = {}
+        for cluster, uid, name, digest in facets:
+            key = (cluster, uid)
+            names.setdefault(key, set()).add(name)
+            if digest:
+                digests.setdefault(key, set()).add(digest)
+        for key, found in names.items():
+            self.containers[key] = self._share(tuple(sorted(found)))
+        for key, found in digests.items():
+            self.digests[key] = self._share(tuple(sorted(found)))
+
+    def _share(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        return self._shared.setdefault(values, values)
+
+    def _drop(self) -> None:
+        """The store has been away too long: forget what is queued, and what was seen,
+        so each pod's next status (and the next list) writes its instances again."""
+        dropped = len(self.pending)
+        self.stats.dropped += dropped
+        self.pending.clear()
+        self._seen.clear()
+        log.error(
+            "container instances: store unreachable and %d pods' instances queued (more than "
+            "%d): dropped; each pod's are written again at its next change",
+            dropped,
+            self.max_pending,
+        )
+
+    # --- reading ------------------------------------------------------------
+
+    async def of(self, keys: Collection[PodKey]) -> dict[PodKey, InstanceHistory]:
+        """Each pod's instances: the store's, with what is not written yet."""
+        found: dict[PodKey, InstanceHistory] = {}
+        if keys:
+            for row in await self.store.instances(keys):
+                history = found.get(row.pod_key)
+                if history is None:
+                    history = found[row.pod_key] = InstanceHistory(self.keep)
+                history.by_id[row.container_id] = shown(row)
+        writing, writing_gone = self._writing
+        for key in keys:
+            for queued in (writing.get(key), self.pending.get(key)):
+                if queued is not None:
+                    history = found.get(key)
+                    if history is None:
+                        history = found[key] = InstanceHistory(self.keep)
+                    history.observe(queued.by_id.values())
+            when = self.gone_at.get(key) or writing_gone.get(key)
+            if when is not None and key in found:
+                found[key].finish_all(when)
+        return found
+
+    # --- writing ------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 0.0
+        while True:
+            await asyncio.sleep(backoff or self.flush_interval)
+            try:
+                await self.flush()
+            except StoreError as exc:
+                self.stats.failures += 1
+                if not backoff:
+                    log.warning("container instances: cannot write (%s); retrying", exc)
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+            except Exception:  # a bug must not stop instance history for good
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+                log.exception("container instances: writing failed unexpectedly")
+            else:
+                backoff = 0.0
+
+    async def flush(self) -> None:
+        """Write what is queued; on failure it stays queued (under anything newer)."""
+        pending, self.pending = self.pending, {}
+        gone, self.gone_at = self.gone_at, {}
+        if not pending and not gone:
+            return
+        rows = [stored(*key, i) for key, found in pending.items() for i in found.by_id.values()]
+        self._writing = (pending, gone)
+        try:
+            await self.store.write_instances(
+                rows, [(*key, at) for key, at in gone.items()], self.keep
+            )
+        except BaseException:
+            self._writing = ({}, {})
+            for key, newer in self.pending.items():  # newer than the failed batch
+                if key in pending:
+                    pending[key].observe(newer.by_id.values())
+                else:
+                    pending[key] = newer
+            self.pending = pending
+            gone.update(self.gone_at)
+            self.gone_at = gone
+            raise
+        self._writing = ({}, {})
+        self.stats.written += len(rows)
