@@ -15,6 +15,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 
@@ -35,6 +36,7 @@ _PODS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod")
 _WORKLOADS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/workload")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def pod_id(uid: str) -> str:
     return str(uuid.uuid5(_PODS, uid))
 

@@ -194,6 +194,8 @@ class Index:
         self._by_namespace: dict[str, set[PodKey]] = {}
         self._by_node: dict[str, set[PodKey]] = {}
         self._by_label: dict[tuple[str, str], set[PodKey]] = {}
+        self._label_values: dict[str, set[str]] = {}
+        """Each label key's values in ``_by_label``: search tries a key's values, not every pair."""
         self._by_workload: dict[WorkloadKey, set[PodKey]] = {}
         self.sharing = ValueSharing()
         self._listing: Listing | None = None
@@ -517,6 +519,11 @@ class Index:
     def by_label(self) -> Mapping[tuple[str, str], Set[PodKey]]:
         return self._by_label
 
+    @property
+    def label_values(self) -> Mapping[str, Set[str]]:
+        """Each label key, with the values pods have for it."""
+        return self._label_values
+
     def clusters(self) -> set[str]:
         return {k[0] for k in self.pods}
 
@@ -634,7 +641,11 @@ class Index:
         old_labels = old_meta.labels if old_meta is not None else {}
         for pair in meta.labels.items():
             if old_labels.get(pair[0]) != pair[1]:
-                self._by_label.setdefault(pair, set()).add(key)
+                holders = self._by_label.get(pair)
+                if holders is None:
+                    holders = self._by_label[pair] = set()
+                    self._label_values.setdefault(pair[0], set()).add(pair[1])
+                holders.add(key)
         wkey = self._workload_key(record)
         if old is None or self._workload_key(old) != wkey:
             self._by_workload.setdefault(wkey, set()).add(key)
@@ -674,6 +685,8 @@ class Index:
         for pair in meta.labels.items():
             if new_labels.get(pair[0]) != pair[1]:
                 _discard(self._by_label, pair, key)
+                if pair not in self._by_label:
+                    _discard_value(self._label_values, pair)
         wkey = self._workload_key(old)
         if new is None or self._workload_key(new) != wkey:
             _discard(self._by_workload, wkey, key)
@@ -841,6 +854,14 @@ def _unclaim(table: dict[_K, PodKey | set[PodKey]], k: _K, key: PodKey) -> None:
     current.discard(key)
     if len(current) == 1:
         table[k] = next(iter(current))
+
+
+def _discard_value(table: dict[str, set[str]], pair: tuple[str, str]) -> None:
+    values = table.get(pair[0])
+    if values is not None:
+        values.discard(pair[1])
+        if not values:
+            del table[pair[0]]
 
 
 def _discard(table: dict[_K, set[PodKey]], k: _K, key: PodKey) -> None:

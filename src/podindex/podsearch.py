@@ -2,11 +2,11 @@
 
 A query (:mod:`podindex.query`) is answered in three steps:
 
-1. Candidates: the index's tables narrow the live pods by namespace, node or
-   label, whichever pair of the query allows it (a pair that would match a
-   pod without the field cannot narrow); past pods narrow by namespace.
-2. Every candidate is matched against the whole query, so narrowing only
-   has to find a superset.
+1. Candidates: the index's tables narrow the live pods by namespace, node and
+   label (a label pair only when every term names the key it needs: a
+   negated one also matches pods without the label); past pods narrow by
+   namespace. Each of these is exact: each value in a table is tried alone.
+2. Every candidate is matched against the pairs narrowing did not settle.
 3. Matches are ordered totally: by the sort field, then uid (then cluster).
    Without a sort field, by creation time, then first-seen order: pods that
    appear while a client pages through sort after the pages it has read, so
@@ -25,8 +25,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from itertools import chain
-from typing import Final
+from itertools import chain, islice
+from typing import Final, TypeVar, cast
 
 import msgspec
 
@@ -131,6 +131,7 @@ def container_names(record: PodRecord) -> tuple[str, ...]:
 
 
 Entry = PodRecord | PastPod
+_E = TypeVar("_E")
 
 
 @dataclass(frozen=True)
@@ -217,14 +218,32 @@ def sort_field(label: str | None) -> str | None:
         raise QueryError(f"unknown sort field {label.strip()!r}; known: {known}") from None
 
 
-SortKey = tuple[object, ...]
+SortKey = tuple[str | int, ...]
+
+
+def _pick(n: int, entries: Iterable[_E], key: Callable[[_E], SortKey], largest: bool) -> list[_E]:
+    if largest:
+        return heapq.nlargest(n, entries, key=key)
+    return heapq.nsmallest(n, entries, key=key)
+
+
+def _live_order(record: PodRecord) -> SortKey:
+    return (record.pod.metadata.creationTimestamp or "", record.seq, record.key[1], record.key[0])
+
+
+def _past_order(pod: PastPod) -> SortKey:
+    return (pod.created, pod.seq, pod.key[1], pod.key[0])
+
+
+def sort_key_default(entry: Entry) -> SortKey:
+    return _past_order(entry) if isinstance(entry, PastPod) else _live_order(entry)
 
 
 def sort_key(entry: Entry, field: str | None, facts: Facts) -> SortKey:
     """Total: the field's value(s), then uid and cluster; without a field, creation
     then first-seen order (see the module docstring)."""
     if field is None:
-        return (_created(entry), entry.seq, entry.key[1], entry.key[0])
+        return sort_key_default(entry)
     values = EXTRACT[field](entry, facts)
     return (",".join(values), entry.key[1], entry.key[0])
 
@@ -239,20 +258,38 @@ class Search:
         self, query: Query, now: float, namespaces: Set[str] | None = None
     ) -> Iterable[Entry]:
         """Every pod ``query`` matches (in no order); only in ``namespaces`` if given."""
+        live, past = self._matching(query, now, namespaces)
+        return chain(live, past)
+
+    def _matching(
+        self, query: Query, now: float, namespaces: Set[str] | None
+    ) -> tuple[Iterable[PodRecord], Iterable[PastPod]]:
+        """The live pods and the past pods ``query`` matches, apart (each has its own
+        cheapest sort key)."""
+        live, past = _deleted_scope(query, now)
+        records: Iterable[PodRecord] = ()
+        gone: Iterable[PastPod] = ()
+        if live:
+            candidates, rest = self._live_candidates(query, now, namespaces)
+            records = cast(Iterable[PodRecord], self._checked(candidates, rest, now))
+        if past:
+            old, rest = self._past_candidates(query, now, namespaces)
+            gone = cast(Iterable[PastPod], self._checked(old, rest, now))
+        return records, gone
+
+    def _checked(
+        self, entries: Iterable[Entry], pairs: Sequence[Pair], now: float
+    ) -> Iterable[Entry]:
+        """``entries`` that match every pair of ``pairs`` (those narrowing did not settle)."""
+        if not pairs:
+            return entries
         facts = self.facts
+        rest = Query(tuple(pairs))
 
         def accept(entry: Entry) -> bool:
-            if namespaces is not None and entry.namespace not in namespaces:
-                return False
-            return query.matches(lambda field: EXTRACT[field](entry, facts), now)
+            return rest.matches(lambda field: EXTRACT[field](entry, facts), now)
 
-        live, past = _deleted_scope(query, now)
-        found: list[Iterable[Entry]] = []
-        if live:
-            found.append(filter(accept, self._live_candidates(query, now, namespaces)))
-        if past:
-            found.append(filter(accept, self._past_candidates(query, now, namespaces)))
-        return chain.from_iterable(found)
+        return filter(accept, entries)
 
     def page(
         self,
@@ -266,63 +303,79 @@ class Search:
         namespaces: Set[str] | None = None,
     ) -> list[Entry]:
         """One page of the matches, in the total order (or its reverse)."""
-        facts = self.facts
-        entries = self.matches(query, now, namespaces)
+        live, past = self._matching(query, now, namespaces)
+        wanted = offset + limit
+        found: Iterable[Entry]
+        if field is None:
+            first_live = _pick(wanted, live, _live_order, reversed_)
+            first_past = _pick(wanted, past, _past_order, reversed_)
+            found = heapq.merge(first_live, first_past, key=sort_key_default, reverse=reversed_)
+        else:
+            facts = self.facts
 
-        def key(entry: Entry) -> SortKey:
-            return sort_key(entry, field, facts)
+            def key(entry: Entry) -> SortKey:
+                return sort_key(entry, field, facts)
 
-        pick = heapq.nlargest if reversed_ else heapq.nsmallest
-        return pick(offset + limit, entries, key=key)[offset:]
+            everything: Iterable[Entry] = chain(live, past)
+            found = _pick(wanted, everything, key, reversed_)
+        return list(islice(found, offset, wanted))
 
     def ordered(self, query: Query, now: float, namespaces: Set[str] | None = None) -> list[Entry]:
         """Every match in the default order (for export)."""
-        facts = self.facts
-        return sorted(self.matches(query, now, namespaces), key=lambda e: sort_key(e, None, facts))
+        live, past = self._matching(query, now, namespaces)
+        records: list[PodRecord] = sorted(live, key=_live_order)
+        gone: list[PastPod] = sorted(past, key=_past_order)
+        both: tuple[Iterable[Entry], ...] = (records, gone)
+        return list(heapq.merge(*both, key=sort_key_default))
 
     def _live_candidates(
         self, query: Query, now: float, namespaces: Set[str] | None
-    ) -> Iterable[PodRecord]:
+    ) -> tuple[Iterable[PodRecord], list[Pair]]:
+        """A superset of the live pods ``query`` matches, and the pairs still to check.
+
+        Namespace and node pairs narrow exactly (each value is tried alone);
+        so do label pairs whose every term names the key it needs.
+        """
         index = self.index
         sets: list[Set[PodKey]] = []
+        rest: list[Pair] = []
         if namespaces is not None:
             sets.append(_union(index.by_namespace.get(ns, frozenset()) for ns in namespaces))
         for pair in query.pairs:
-            if _matches_nothing(pair, now):
-                continue  # a pod without the field matches: no table can narrow it
             if pair.field == "namespace":
                 sets.append(_narrowed(pair, index.by_namespace, now))
-            elif pair.field == "node":
+            elif pair.field == "node":  # a pod on no node is filed under ""
                 sets.append(_narrowed(pair, index.by_node, now))
+            elif pair.field == "pod label" and all(t.label_key for t in pair.terms):
+                sets.append(_narrowed_labels(pair, index, now))
+            elif pair.field != "deleted":
+                rest.append(pair)
         if not sets:
-            for pair in query.pairs:
-                if pair.field == "pod label" and not _matches_nothing(pair, now):
-                    sets.append(_narrowed_labels(pair, index.by_label, now))
-        if not sets:
-            return index.pods.values()
+            return index.pods.values(), rest
         smallest = min(sets, key=len)
         pods = index.pods
-        return [pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)]
+        found = [pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)]
+        return found, rest
 
     def _past_candidates(
         self, query: Query, now: float, namespaces: Set[str] | None
-    ) -> Iterable[PastPod]:
+    ) -> tuple[Iterable[PastPod], list[Pair]]:
         past = self.past
         sets: list[Set[PodKey]] = []
+        rest: list[Pair] = []
         if namespaces is not None:
             sets.append(_union(past.by_namespace.get(ns, frozenset()) for ns in namespaces))
         for pair in query.pairs:
-            if pair.field == "namespace" and not _matches_nothing(pair, now):
+            if pair.field == "namespace":
                 sets.append(_narrowed(pair, past.by_namespace, now))
+            elif pair.field != "deleted":
+                rest.append(pair)
         if not sets:
-            return list(past.pods.values())
+            return past.pods.values(), rest
         smallest = min(sets, key=len)
-        return [past.pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)]
-
-
-def _matches_nothing(pair: Pair, now: float) -> bool:
-    """Whether ``pair`` matches a pod that has no value for its field."""
-    return pair.matches(lambda field: (), now)
+        return [
+            past.pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)
+        ], rest
 
 
 def _narrowed(pair: Pair, table: Mapping[str, Set[PodKey]], now: float) -> Set[PodKey]:
@@ -330,14 +383,15 @@ def _narrowed(pair: Pair, table: Mapping[str, Set[PodKey]], now: float) -> Set[P
     return _union(keys for value, keys in table.items() if pair.matches(_always((value,)), now))
 
 
-def _narrowed_labels(
-    pair: Pair, table: Mapping[tuple[str, str], Set[PodKey]], now: float
-) -> Set[PodKey]:
-    """A superset of the pods a label pair matches: those with a label it matches
-    alone (exact for a pair without negation; a negated one is rechecked)."""
-    return _union(
-        keys for (k, v), keys in table.items() if pair.matches(_always((f"{k}={v}",)), now)
-    )
+def _narrowed_labels(pair: Pair, index: Index, now: float) -> Set[PodKey]:
+    """The pods with a label the pair matches alone; every term names its key (none is
+    negated), so that is exactly the pods it matches."""
+    found: set[PodKey] = set()
+    for key in {t.label_key for t in pair.terms if t.label_key}:
+        for value in index.label_values.get(key, ()):
+            if pair.matches(_always((f"{key}={value}",)), now):
+                found |= index.by_label[(key, value)]
+    return found
 
 
 def _always(values: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:

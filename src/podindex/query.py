@@ -75,6 +75,8 @@ class Term:
     test: Callable[[Sequence[str], float], bool]
     negated: bool
     text: str
+    label_key: str | None = None
+    """On ``Pod Label``: the key a pod must have for this (not negated) term to match."""
 
     def matches(self, values: Sequence[str], now: float) -> bool:
         found = self.test(values, now)
@@ -179,7 +181,11 @@ def _term(field: str, value: str) -> Term:
         want = body.lower()
         return Term(lambda vs, now: want in vs, negated, body)
     if kind == "label":
-        return Term(_label_test(field, body), negated, body)
+        test = _label_test(field, body)
+        key = (body[1:-1] if len(body) >= 2 and body[0] == body[-1] == '"' else body).partition(
+            "="
+        )[0]
+        return Term(test, negated, body, None if negated else key)
     return Term(_text_test(field, body), negated, body)
 
 
