@@ -466,6 +466,12 @@ class IndexMachine(RuleBasedStateMachine):
         assert (
             keys(index.select(cluster="c2", namespace="ns-a", selector=parse_selector("k"))) == want
         )
+        # Search's view of the labels: each key with exactly the values pods have now.
+        values: dict[str, set[str]] = {}
+        for s in model.pods.values():
+            for k, v in s.pod.metadata.labels.items():
+                values.setdefault(k, set()).add(v)
+        assert {k: set(v) for k, v in index.label_values.items()} == values
 
     @invariant()
     def same_listing(self) -> None:

@@ -18,6 +18,7 @@ from podindex.store.base import (
     PodWrite,
     Store,
     StoreConfigError,
+    StoredInstance,
     StoredPod,
     StoreError,
     open_store,
@@ -421,3 +422,65 @@ async def test_ip_sets_are_saved_replaced_and_deleted(store: Store) -> None:
     assert await store.delete_ipset("db") is True
     assert await store.delete_ipset("db") is False
     assert [name for name, _ in await store.ipsets()] == ["web"]
+
+
+def instance(
+    uid: str, cid: str, *, name: str = "app", finished: str | None = None, at: float = 1.0
+) -> StoredInstance:
+    return StoredInstance(
+        cluster="c1",
+        uid=uid,
+        container_id=cid,
+        runtime="CONTAINERD_CONTAINER_RUNTIME",
+        container_name=name,
+        node="node-1",
+        ips=("10.0.0.1", "fd00::1"),
+        started="2026-11-30T10:00:00Z",
+        image_digest="sha256:" + "ab" * 32,
+        finished=finished,
+        exit_code=None if finished is None else 1,
+        reason=None if finished is None else "Error",
+        observed_at=at,
+    )
+
+
+async def test_instances_round_trip_and_a_finished_one_is_final(store: Store) -> None:
+    await store.write_instances([instance("p1", "a"), instance("p2", "b")], [], 10)
+    assert {i.container_id for i in await store.instances([("c1", "p1")])} == {"a"}
+    done = instance("p1", "a", finished="2026-11-30T10:05:00Z")
+    await store.write_instances([done], [], 10)
+    # A stale status (running again) cannot undo the end, nor move when it was first seen.
+    await store.write_instances([instance("p1", "a", at=99.0)], [], 10)
+    [kept] = await store.instances([("c1", "p1")])
+    assert kept == done
+    both = await store.instances([("c1", "p1"), ("c1", "p2"), ("c1", "nope")])
+    assert sorted(i.container_id for i in both) == ["a", "b"]
+    assert await store.instances([]) == []
+
+
+async def test_a_gone_pod_finishes_its_running_instances_and_keeps_the_last_n(
+    store: Store,
+) -> None:
+    finished = [
+        instance("p1", f"old-{n}", finished=f"2026-11-30T10:0{n}:00Z", at=float(n))
+        for n in range(5)
+    ]
+    await store.write_instances([*finished, instance("p1", "now", at=9.0)], [], 3)
+    ids = sorted(i.container_id for i in await store.instances([("c1", "p1")]))
+    assert ids == ["now", "old-2", "old-3", "old-4"], "the running one and the last three"
+    await store.write_instances([], [("c1", "p1", "2026-11-30T11:00:00Z")], 3)
+    kept = {i.container_id: i for i in await store.instances([("c1", "p1")])}
+    assert kept["now"].finished == "2026-11-30T11:00:00Z" and kept["now"].exit_code is None
+    assert sorted(kept) == ["now", "old-3", "old-4"], "ended, it counts among the last three"
+    facets = await store.instance_facets()
+    assert {(c, u, n, d) for c, u, n, d in facets} == {("c1", "p1", "app", "sha256:" + "ab" * 32)}
+
+
+async def test_prune_takes_a_pods_instances_with_it(store: Store) -> None:
+    await store.write([write(row("old", at=1000.0, dead=True)), write(row("live", name="b-0"))])
+    await store.write_instances([instance("old", "x"), instance("live", "y")], [], 10)
+    assert [r.uid for r in await store.dead_pods(0.0)] == ["old"]
+    assert await store.dead_pods(1001.0) == [], "died before the cutoff"
+    assert await store.prune(5000.0) == 1
+    assert [i.uid for i in await store.instances([("c1", "old"), ("c1", "live")])] == ["live"]
+    assert [r.uid for r in await store.dead_pods(0.0)] == []

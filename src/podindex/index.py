@@ -258,6 +258,8 @@ class Index:
         self._mark_dead(key, now, max(known) if known else None)
         if old is None:
             return False
+        if self.status_observer is not None:  # how its containers ended
+            self.status_observer(key, pod)
         self._remove(old, now, final_pod=pod)
         return True
 

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from podindex import __version__
-from podindex.api import integrations
+from podindex.api import integrations, podservice
 from podindex.api.attribution import AttributeRequest, AttributeResponse
 from podindex.api.broker import BrokerRow, MarkDead, PodSpecPush
 from podindex.integrations import Preview, View
@@ -419,6 +419,8 @@ def _struct_schemas() -> dict[str, Any]:
             integrations.SelectorBody,
             View,
             Preview,
+            podservice.PodsResponse,
+            podservice.ExportLine,
         ],
         ref_template="#/components/schemas/{name}",
     )
@@ -611,6 +613,78 @@ _DENIAL = {
 }
 
 
+_RPC_ERROR = {
+    "type": "object",
+    "required": ["error", "code", "message", "details"],
+    "properties": {
+        "error": {"type": "string"},
+        "code": {"type": "integer", "description": "the gRPC status code"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _rpc_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _RPC_ERROR}}}
+
+
+def _podservice_paths() -> dict[str, Any]:
+    query = _query(
+        "query",
+        "string",
+        "Label:v1,v2+Label2:v3 (see README: Pod search and export); empty: every pod",
+    )
+    return {
+        "/v1/pods": {
+            "get": {
+                "summary": "Search pods, live and deleted (PodService.GetPods)",
+                "parameters": [
+                    query,
+                    _query("pagination.limit", "integer", "1 to 1000, default 100"),
+                    _query("pagination.offset", "integer", "default 0"),
+                    _query("pagination.sortOption.field", "string", "a search label"),
+                    _query("pagination.sortOption.reversed", "boolean", "default false"),
+                    _query(
+                        "pagination.sortOption.aggregateBy.aggrFunc",
+                        "string",
+                        "not supported: anything but UNSET is a 400",
+                    ),
+                    _query(
+                        "pagination.sortOption.aggregateBy.distinct",
+                        "boolean",
+                        "not supported: true is a 400",
+                    ),
+                ],
+                "responses": {
+                    "200": _json_body("PodsResponse", "A page of pods"),
+                    "400": _rpc_error("A bad query, limit, offset or sort field (named)"),
+                    "503": _rpc_error("History not loaded yet, or the store unavailable"),
+                },
+            }
+        },
+        "/v1/export/pods": {
+            "get": {
+                "summary": "Every matching pod, streamed (PodService.ExportPods)",
+                "description": (
+                    "One ExportLine per line; a failure after the first line ends the "
+                    'stream with one {"error": {...}} line.'
+                ),
+                "parameters": [
+                    query,
+                    _query("timeout", "integer", "seconds; 0 (default) for none"),
+                ],
+                "responses": {
+                    "200": _json_body("ExportLine", "Newline-delimited ExportLine objects"),
+                    "400": _rpc_error("A bad query or timeout (named)"),
+                    "503": _rpc_error("History not loaded yet, or the store unavailable"),
+                    "504": _rpc_error("The deadline passed before the first line"),
+                },
+            }
+        },
+    }
+
+
 def _authz_paths() -> dict[str, Any]:
     """``/authz`` answers every method alike (a proxy forwards the original one)."""
     header = {"schema": {"type": "string"}}
@@ -710,6 +784,8 @@ def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
             error = (
                 (lambda text: _enveloped(text, {"nullable": True}))
                 if path.startswith("/api/clusters/")
+                else _rpc_error
+                if path.startswith("/v1/")
                 else _error
             )
             responses.setdefault("401", error("no token, or one nobody knows"))
@@ -843,6 +919,7 @@ def document() -> dict[str, Any]:
                 **_dashboard_paths(),
                 **_authz_paths(),
                 **_integration_paths(),
+                **_podservice_paths(),
             },
             "components": {
                 "schemas": {
