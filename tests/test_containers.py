@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -99,13 +100,13 @@ def test_restarts_are_recorded_from_last_state_once_each() -> None:
     assert history.observe(observed(status(1, "c1", "c0"), []))
     assert not history.observe(observed(status(1, "c1", "c0"), [])), "seen: no change"
     (bucket,) = history.terminated()
-    assert [(i.instanceId.id, i.exitCode, i.terminationReason) for i in bucket["instances"]] == [
+    assert [(i.instanceId.id, i.exitCode, i.terminationReason) for i in bucket] == [
         ("c0", 137, "OOMKilled")
     ]
     history.observe(observed(status(2, "c2", "c1"), []))
     history.observe(observed(status(3, "c3", "c2"), []))
     (bucket,) = history.terminated()
-    assert [i.instanceId.id for i in bucket["instances"]] == ["c1", "c2"], "the last two"
+    assert [i.instanceId.id for i in bucket] == ["c1", "c2"], "the last two"
     assert [i.instanceId.id for i in history.live()] == ["c3"]
     assert "i0" not in history.by_id, "init containers are not instances"
 
@@ -114,9 +115,28 @@ def test_a_crash_loop_between_runs_and_the_pods_end() -> None:
     history = InstanceHistory()
     history.observe(observed(status(4, "c4", "c3", crashed=True), []))
     assert history.live() == [], "waiting to restart: nothing runs"
-    assert [i.instanceId.id for i in history.terminated()[0]["instances"]] == ["c3"]
+    assert [i.instanceId.id for i in history.terminated()[0]] == ["c3"]
     history.observe(observed(status(5, "c5", "c4"), []))
     assert history.finish_all("2026-11-30T11:00:00Z")
     assert history.live() == []
-    ids = [i.instanceId.id for i in history.terminated()[0]["instances"]]
+    ids = [i.instanceId.id for i in history.terminated()[0]]
     assert ids == ["c3", "c4", "c5"]
+
+
+def test_instances_whose_times_tie_keep_the_order_they_were_seen_in() -> None:
+    history = InstanceHistory(keep=5)
+    # Both ended within one second: the times tie, the order podindex saw them decides.
+    history.observe(observed(status(1, "c1", "c0"), []), seen=1.0)
+    history.observe(observed(status(2, "c2", "c1"), []), seen=2.0)
+    history.finish_all("2026-11-30T11:00:00Z")
+    newer = InstanceHistory()
+    newer.observe(observed(status(3, "c3", "c2"), []), seen=3.0)
+    history.merge(newer)
+    assert history.seen["c1"] == 1.0, "the first sighting's time stays"
+    assert [i.instanceId.id for i in history.terminated()[0]][:3] == ["c0", "c1", "c2"]
+
+
+def test_ids_are_rfc_4122_uuid5s() -> None:
+    pods = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod")
+    for uid in ("", "3f9a7c1e-0000-4000-8000-000000000001", "ü-uid"):
+        assert pod_id(uid) == str(uuid.uuid5(pods, uid))

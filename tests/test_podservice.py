@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from podindex.api.app import create_app
 from podindex.kube.config import explicit_access
+from podindex.query import parse
 from podindex.service import Service
 from podindex.settings import Settings
 from podindex.sim import FakeCluster
@@ -433,17 +435,21 @@ async def test_a_failure_mid_export_ends_with_an_error_line(
 
     monkeypatch.setattr(podservice, "EXPORT_CHUNK", 3)
     store = api.service.instances.store
-    real = store.instances
-    calls = 0
+    first_chunk = {(e.key) for e in api.service.search.ordered(parse(""), time.time())[:3]}
 
-    async def failing(keys: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            raise StoreError("the database went away")
-        return await real(keys)
+    def failing(read: Any) -> Any:
+        async def call(keys: Any) -> Any:
+            if not set(keys) <= first_chunk:
+                raise StoreError("the database went away")
+            return await read(keys)
 
-    monkeypatch.setattr(store, "instances", failing)
+        return call
+
+    # Pods with instances not yet written are read apart: the first read of either kind.
+    monkeypatch.setattr(store, "instance_documents", failing(store.instance_documents))
+    monkeypatch.setattr(store, "instances", failing(store.instances))
+    api.service.instances.flush_interval = 3600.0
+    await api.service.instances.flush()
     lines = await api.export()
     assert [set(line) for line in lines] == [{"result"}] * 3 + [{"error"}]
     error = lines[-1]["error"]
@@ -456,14 +462,19 @@ async def test_an_export_past_its_timeout_ends_with_deadline_exceeded(
     from podindex.api import podservice
 
     monkeypatch.setattr(podservice, "EXPORT_CHUNK", 2)
+    api.service.instances.flush_interval = 3600.0
+    await api.service.instances.flush()
     store = api.service.instances.store
-    real = store.instances
 
-    async def slow(keys: Any) -> Any:
-        await asyncio.sleep(0.6)
-        return await real(keys)
+    def slow(read: Any) -> Any:
+        async def call(keys: Any) -> Any:
+            await asyncio.sleep(0.6)
+            return await read(keys)
 
-    monkeypatch.setattr(store, "instances", slow)
+        return call
+
+    monkeypatch.setattr(store, "instance_documents", slow(store.instance_documents))
+    monkeypatch.setattr(store, "instances", slow(store.instances))
     lines = await api.export(timeout=1)
     assert "result" in lines[0]
     assert lines[-1]["error"]["code"] == 4 and "deadline" in lines[-1]["error"]["message"]

@@ -430,6 +430,7 @@ def instance(
     return StoredInstance(
         cluster="c1",
         uid=uid,
+        pod_id=f"id-of-{uid}",
         container_id=cid,
         runtime="CONTAINERD_CONTAINER_RUNTIME",
         container_name=name,
@@ -472,6 +473,29 @@ async def test_a_gone_pod_finishes_its_running_instances_and_keeps_the_last_n(
     kept = {i.container_id: i for i in await store.instances([("c1", "p1")])}
     assert kept["now"].finished == "2026-11-30T11:00:00Z" and kept["now"].exit_code is None
     assert sorted(kept) == ["now", "old-3", "old-4"], "ended, it counts among the last three"
+    docs = await store.instance_documents([("c1", "p1")])
+    assert [(d[2], d[3]) for d in docs] == [("app", True)] * 3
+    first = msgspec.json.decode(docs[0][4])
+    assert first == {
+        "instanceId": {
+            "containerRuntime": "CONTAINERD_CONTAINER_RUNTIME",
+            "id": "old-3",
+            "node": "node-1",
+        },
+        "containingPodId": "id-of-p1",
+        "containerName": "app",
+        "containerIps": ["10.0.0.1", "fd00::1"],
+        "started": "2026-11-30T10:00:00Z",
+        "imageDigest": "sha256:" + "ab" * 32,
+        "finished": "2026-11-30T10:03:00Z",
+        "exitCode": 1,
+        "terminationReason": "Error",
+    }
+    assert [msgspec.json.decode(d[4])["instanceId"]["id"] for d in docs] == [
+        "old-3",
+        "old-4",
+        "now",
+    ]
     facets = await store.instance_facets()
     assert {(c, u, n, d) for c, u, n, d in facets} == {("c1", "p1", "app", "sha256:" + "ab" * 32)}
 

@@ -15,7 +15,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import uuid
 from collections.abc import Iterable
 
@@ -32,13 +32,22 @@ RUNTIMES = {
 UNKNOWN_RUNTIME = "UNKNOWN_CONTAINER_RUNTIME"
 DEFAULT_KEEP = 10
 
-_PODS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod")
-_WORKLOADS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/workload")
+_PODS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod").bytes
+_WORKLOADS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/workload").bytes
 
 
-@functools.lru_cache(maxsize=1 << 16)
+def uuid5(namespace: bytes, name: str) -> str:
+    """``str(uuid.uuid5(UUID(bytes=namespace), name))`` without the UUID object: an
+    export computes two a pod, and the object costs twice the hash."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def pod_id(uid: str) -> str:
-    return str(uuid.uuid5(_PODS, uid))
+    return uuid5(_PODS, uid)
 
 
 def workload_id(cluster: str, namespace: str, workload: Workload) -> str | None:
@@ -46,7 +55,11 @@ def workload_id(cluster: str, namespace: str, workload: Workload) -> str | None:
     None for a pod nothing owns."""
     if not workload.kind:
         return None
-    return str(uuid.uuid5(_WORKLOADS, f"{cluster}/{workload.kind}/{namespace}/{workload.name}"))
+    return owner_id(cluster, namespace, workload.kind, workload.name)
+
+
+def owner_id(cluster: str, namespace: str, kind: str, name: str) -> str:
+    return uuid5(_WORKLOADS, f"{cluster}/{kind}/{namespace}/{name}")
 
 
 def runtime_and_id(container_id: str) -> tuple[str, str]:
@@ -82,14 +95,11 @@ class ContainerInstance(msgspec.Struct, frozen=True, omit_defaults=False):
     finished: str | None
     exitCode: int | None
     terminationReason: str | None
-    seen: float = 0.0
-    """When podindex first saw it (orders instances whose times tie to the second);
-    not part of the API's object."""
 
 
-def observed(pod: Pod, ips: Iterable[str], seen: float = 0.0) -> list[ContainerInstance]:
-    """The instances a pod's status shows (at ``seen``): each container's current one
-    (if it has a container id) and its last terminated one."""
+def observed(pod: Pod, ips: Iterable[str]) -> list[ContainerInstance]:
+    """The instances a pod's status shows: each container's current one (if it has a
+    container id) and its last terminated one."""
     uid, node = pod.metadata.uid, pod.spec.nodeName
     held = tuple(ips)
     found: list[ContainerInstance] = []
@@ -110,7 +120,6 @@ def observed(pod: Pod, ips: Iterable[str], seen: float = 0.0) -> list[ContainerI
                     finished=terminated.finishedAt or "" if terminated else None,
                     exit_code=terminated.exitCode if terminated else None,
                     reason=terminated.reason or None if terminated else None,
-                    seen=seen,
                 )
             )
         last = status.lastState.terminated if status.lastState is not None else None
@@ -126,7 +135,6 @@ def observed(pod: Pod, ips: Iterable[str], seen: float = 0.0) -> list[ContainerI
                     finished=last.finishedAt or "",
                     exit_code=last.exitCode,
                     reason=last.reason or None,
-                    seen=seen,
                 )
             )
     return found
@@ -143,7 +151,6 @@ def _instance(
     finished: str | None,
     exit_code: int | None,
     reason: str | None,
-    seen: float,
 ) -> ContainerInstance:
     runtime, bare = runtime_and_id(container_id)
     return ContainerInstance(
@@ -157,37 +164,48 @@ def _instance(
         finished=finished,
         exitCode=exit_code,
         terminationReason=reason,
-        seen=seen,
     )
 
 
 class InstanceHistory:
     """One pod's instances, merged from every status seen; the last ``keep`` terminated
-    ones per container name, newest last."""
+    ones per container name, newest last.
+
+    ``seen`` is when podindex first saw each (by container id): it orders instances
+    whose times tie to the second.
+    """
 
     def __init__(self, keep: int = DEFAULT_KEEP) -> None:
         self.keep = keep
         self.by_id: dict[str, ContainerInstance] = {}
+        self.seen: dict[str, float] = {}
 
-    def observe(self, instances: Iterable[ContainerInstance]) -> bool:
-        """Merge (newer sightings win, but a finished instance is final, and the first
-        sighting's time stays); True when anything changed (worth writing)."""
+    def add(self, instance: ContainerInstance, seen: float) -> None:
+        """One as it was stored (no merging)."""
+        key = instance.instanceId.id
+        self.by_id[key] = instance
+        self.seen[key] = seen
+
+    def observe(self, instances: Iterable[ContainerInstance], seen: float = 0.0) -> bool:
+        """Merge what a status showed at ``seen`` (newer sightings win, but a finished
+        instance is final); True when anything changed (worth writing)."""
         changed = False
         for instance in instances:
             key = instance.instanceId.id
             known = self.by_id.get(key)
-            if known is not None:
-                if known.finished is not None:
-                    continue
-                if known.seen != instance.seen:
-                    instance = msgspec.structs.replace(instance, seen=known.seen)
-                if known == instance:
-                    continue
+            if known is not None and (known.finished is not None or known == instance):
+                continue
             self.by_id[key] = instance
+            self.seen.setdefault(key, seen)
             changed = True
         if changed:
             self._trim()
         return changed
+
+    def merge(self, other: InstanceHistory) -> None:
+        """``other``'s sightings, newer than this one's."""
+        for key, instance in other.by_id.items():
+            self.observe((instance,), other.seen.get(key, 0.0))
 
     def finish_all(self, at: str) -> bool:
         """The pod is gone: its live instances ended (at ``at``, reason unknown)."""
@@ -199,28 +217,35 @@ class InstanceHistory:
         return bool(live)
 
     def live(self) -> list[ContainerInstance]:
+        seen = self.seen
         return sorted(
             (i for i in self.by_id.values() if i.finished is None),
-            key=lambda i: (i.containerName, i.seen),
+            key=lambda i: (i.containerName, seen.get(i.instanceId.id, 0.0)),
         )
 
-    def terminated(self) -> list[dict[str, list[ContainerInstance]]]:
+    def terminated(self) -> list[list[ContainerInstance]]:
         """One bucket per container name (sorted), each oldest first."""
+        buckets = self._buckets()
+        return [buckets[name] for name in sorted(buckets)]
+
+    def _buckets(self) -> dict[str, list[ContainerInstance]]:
         buckets: dict[str, list[ContainerInstance]] = {}
         for instance in self.by_id.values():
             if instance.finished is not None:
                 buckets.setdefault(instance.containerName, []).append(instance)
-        return [{"instances": sorted(buckets[name], key=_finish_order)} for name in sorted(buckets)]
+        seen = self.seen
+        for instances in buckets.values():
+            instances.sort(
+                key=lambda i: (
+                    i.finished or "",
+                    i.started or "",
+                    seen.get(i.instanceId.id, 0.0),
+                )
+            )
+        return buckets
 
     def _trim(self) -> None:
-        buckets: dict[str, list[ContainerInstance]] = {}
-        for instance in self.by_id.values():
-            if instance.finished is not None:
-                buckets.setdefault(instance.containerName, []).append(instance)
-        for instances in buckets.values():
-            for old in sorted(instances, key=_finish_order)[: max(0, len(instances) - self.keep)]:
+        for instances in self._buckets().values():
+            for old in instances[: max(0, len(instances) - self.keep)]:
                 del self.by_id[old.instanceId.id]
-
-
-def _finish_order(instance: ContainerInstance) -> tuple[str, str, float]:
-    return (instance.finished or "", instance.started or "", instance.seen)
+                self.seen.pop(old.instanceId.id, None)

@@ -27,13 +27,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+
 from podindex.containers import (
     DEFAULT_KEEP,
     ContainerInstance,
     InstanceHistory,
     InstanceId,
     observed,
-    pod_id,
 )
 from podindex.model import Pod, PodKey
 from podindex.store.base import Store, StoredInstance, StoreError
@@ -70,11 +71,12 @@ def _fingerprint(pod: Pod, ips: tuple[str, ...]) -> int:
     return hash(tuple(parts))
 
 
-def stored(cluster: str, uid: str, instance: ContainerInstance) -> StoredInstance:
+def stored(cluster: str, uid: str, instance: ContainerInstance, seen: float) -> StoredInstance:
     ident = instance.instanceId
     return StoredInstance(
         cluster=cluster,
         uid=uid,
+        pod_id=instance.containingPodId,
         container_id=ident.id,
         runtime=ident.containerRuntime,
         container_name=instance.containerName,
@@ -85,14 +87,14 @@ def stored(cluster: str, uid: str, instance: ContainerInstance) -> StoredInstanc
         finished=instance.finished,
         exit_code=instance.exitCode,
         reason=instance.terminationReason,
-        observed_at=instance.seen,
+        observed_at=seen,
     )
 
 
 def shown(row: StoredInstance) -> ContainerInstance:
     return ContainerInstance(
         instanceId=InstanceId(row.runtime, row.container_id, row.node),
-        containingPodId=pod_id(row.uid),
+        containingPodId=row.pod_id,
         containerName=row.container_name,
         containerIps=row.ips,
         started=row.started,
@@ -100,8 +102,32 @@ def shown(row: StoredInstance) -> ContainerInstance:
         finished=row.finished,
         exitCode=row.exit_code,
         terminationReason=row.reason,
-        seen=row.observed_at,
     )
+
+
+_encode = msgspec.json.Encoder().encode
+
+Documents = tuple[bytes, bytes]
+"""A pod's ``liveInstances`` and ``terminatedInstances`` as JSON arrays."""
+
+Instances = tuple[list[ContainerInstance], list[list[ContainerInstance]]]
+"""A pod's running instances, and its finished ones: a bucket per container, oldest first."""
+
+
+def _split(rows: list[StoredInstance]) -> Instances:
+    """Rows in the store's order (container, running first, then by end) as Instances."""
+    live: list[ContainerInstance] = []
+    buckets: list[list[ContainerInstance]] = []
+    name = None
+    for row in rows:
+        if row.finished is None:
+            live.append(shown(row))
+            continue
+        if row.container_name != name:
+            name = row.container_name
+            buckets.append([])
+        buckets[-1].append(shown(row))
+    return live, buckets
 
 
 @dataclass
@@ -154,13 +180,13 @@ class InstanceTracker:
         if self._seen.get(key) == fingerprint:
             return
         self._seen[key] = fingerprint
-        found = observed(pod, ips, self.clock())
+        found = observed(pod, ips)
         if not found:
             return
         pending = self.pending.get(key)
         if pending is None:
             pending = self.pending[key] = InstanceHistory(self.keep)
-        pending.observe(found)
+        pending.observe(found, self.clock())
         digests = tuple(sorted({i.imageDigest for i in found if i.imageDigest}))
         known = self.digests.get(key, ())
         if not set(digests) <= set(known):
@@ -218,26 +244,75 @@ class InstanceTracker:
 
     # --- reading ------------------------------------------------------------
 
-    async def of(self, keys: Collection[PodKey]) -> dict[PodKey, InstanceHistory]:
-        """Each pod's instances: the store's, with what is not written yet."""
-        found: dict[PodKey, InstanceHistory] = {}
+    async def of(self, keys: Collection[PodKey]) -> dict[PodKey, Instances]:
+        """Each pod's instances, running and finished (a bucket per container, oldest
+        first): the store's, with what is not written yet."""
+        rows: dict[PodKey, list[StoredInstance]] = {}
         if keys:
-            for row in await self.store.instances(keys):
-                history = found.get(row.pod_key)
-                if history is None:
-                    history = found[row.pod_key] = InstanceHistory(self.keep)
-                history.by_id[row.container_id] = shown(row)
+            for row in await self.store.instances(keys):  # ordered for _split
+                found = rows.get(row.pod_key)
+                if found is None:
+                    rows[row.pod_key] = [row]
+                else:
+                    found.append(row)
         writing, writing_gone = self._writing
+        pending, gone_at = self.pending, self.gone_at
+        answers: dict[PodKey, Instances] = {}
         for key in keys:
-            for queued in (writing.get(key), self.pending.get(key)):
-                if queued is not None:
-                    history = found.get(key)
-                    if history is None:
-                        history = found[key] = InstanceHistory(self.keep)
-                    history.observe(queued.by_id.values())
-            when = self.gone_at.get(key) or writing_gone.get(key)
-            if when is not None and key in found:
-                found[key].finish_all(when)
+            queued = [q for q in (writing.get(key), pending.get(key)) if q is not None]
+            when = gone_at.get(key) or writing_gone.get(key)
+            if not queued and when is None:
+                if key in rows:
+                    answers[key] = _split(rows[key])
+                continue
+            history = InstanceHistory(self.keep)
+            for row in rows.get(key, ()):
+                history.add(shown(row), row.observed_at)
+            for newer in queued:
+                history.merge(newer)
+            if when is not None:
+                history.finish_all(when)
+            answers[key] = (history.live(), history.terminated())
+        return answers
+
+    async def documents(self, keys: Collection[PodKey]) -> dict[PodKey, Documents]:
+        """Each pod's instances as the search API's JSON: the store makes the objects
+        (an export reads them by the hundred thousand); pods with instances not yet
+        written are merged here instead."""
+        writing, writing_gone = self._writing
+        queued = {
+            k
+            for k in keys
+            if k in self.pending or k in writing or k in self.gone_at or k in writing_gone
+        }
+        found: dict[PodKey, Documents] = {}
+        plain = [k for k in keys if k not in queued]
+        if plain:
+            rows: dict[PodKey, tuple[list[str], list[list[str]]]] = {}
+            last: tuple[PodKey, str] | None = None
+            for cluster, uid, name, finished, text in await self.store.instance_documents(plain):
+                key = (cluster, uid)
+                live, buckets = rows.get(key) or rows.setdefault(key, ([], []))
+                if not finished:
+                    live.append(text)
+                    continue
+                if last != (key, name):
+                    last = (key, name)
+                    buckets.append([])
+                buckets[-1].append(text)
+            for key, (live, buckets) in rows.items():
+                found[key] = (
+                    f"[{','.join(live)}]".encode(),
+                    (
+                        "[" + ",".join('{"instances":[' + ",".join(b) + "]}" for b in buckets) + "]"
+                    ).encode(),
+                )
+        if queued:
+            for key, (live_list, terminated) in (await self.of(queued)).items():
+                found[key] = (
+                    _encode(live_list),
+                    _encode([{"instances": bucket} for bucket in terminated]),
+                )
         return found
 
     # --- writing ------------------------------------------------------------
@@ -265,7 +340,11 @@ class InstanceTracker:
         gone, self.gone_at = self.gone_at, {}
         if not pending and not gone:
             return
-        rows = [stored(*key, i) for key, found in pending.items() for i in found.by_id.values()]
+        rows = [
+            stored(*key, i, found.seen.get(i.instanceId.id, 0.0))
+            for key, found in pending.items()
+            for i in found.by_id.values()
+        ]
         self._writing = (pending, gone)
         try:
             await self.store.write_instances(
@@ -275,7 +354,7 @@ class InstanceTracker:
             self._writing = ({}, {})
             for key, newer in self.pending.items():  # newer than the failed batch
                 if key in pending:
-                    pending[key].observe(newer.by_id.values())
+                    pending[key].merge(newer)
                 else:
                     pending[key] = newer
             self.pending = pending

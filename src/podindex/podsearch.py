@@ -30,9 +30,9 @@ from typing import Final, TypeVar, cast
 
 import msgspec
 
-from podindex.containers import pod_id, workload_id
+from podindex.containers import owner_id, pod_id
 from podindex.index import Index, PodRecord
-from podindex.model import PodKey, Workload
+from podindex.model import PodKey
 from podindex.query import FIELDS, Pair, Query, QueryError, field_name
 
 
@@ -152,9 +152,7 @@ def deployment_id(entry: Entry) -> str | None:
     kind, name = _workload_of(entry)
     if not kind:
         return None
-    cluster = entry.key[0]
-    namespace = entry.namespace
-    return workload_id(cluster, namespace, Workload(name, "owner", kind, name, {}))
+    return owner_id(entry.key[0], entry.namespace, kind, name)
 
 
 def _one(value: str | None) -> tuple[str, ...]:

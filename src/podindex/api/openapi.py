@@ -419,8 +419,8 @@ def _struct_schemas() -> dict[str, Any]:
             integrations.SelectorBody,
             View,
             Preview,
-            podservice.PodsResponse,
-            podservice.ExportLine,
+            podservice.PodsResponseSchema,
+            podservice.ExportLineSchema,
         ],
         ref_template="#/components/schemas/{name}",
     )
@@ -657,7 +657,7 @@ def _podservice_paths() -> dict[str, Any]:
                     ),
                 ],
                 "responses": {
-                    "200": _json_body("PodsResponse", "A page of pods"),
+                    "200": _json_body("PodsResponseSchema", "A page of pods"),
                     "400": _rpc_error("A bad query, limit, offset or sort field (named)"),
                     "503": _rpc_error("History not loaded yet, or the store unavailable"),
                 },
@@ -675,7 +675,7 @@ def _podservice_paths() -> dict[str, Any]:
                     _query("timeout", "integer", "seconds; 0 (default) for none"),
                 ],
                 "responses": {
-                    "200": _json_body("ExportLine", "Newline-delimited ExportLine objects"),
+                    "200": _json_body("ExportLineSchema", "Newline-delimited ExportLine objects"),
                     "400": _rpc_error("A bad query or timeout (named)"),
                     "503": _rpc_error("History not loaded yet, or the store unavailable"),
                     "504": _rpc_error("The deadline passed before the first line"),

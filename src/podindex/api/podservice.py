@@ -15,9 +15,10 @@ ends the stream with one ``{"error": {…}}`` line instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import msgspec
 from starlette.requests import Request
@@ -26,7 +27,8 @@ from starlette.routing import Route
 
 from podindex.api.auth import Role, require
 from podindex.api.errors import ApiProblem
-from podindex.containers import ContainerInstance, InstanceHistory, InstanceId, pod_id
+from podindex.containers import ContainerInstance, pod_id
+from podindex.instances import Documents
 from podindex.model import PodKey
 from podindex.podsearch import Entry, PastPod, deployment_id, sort_field
 from podindex.query import Query, QueryError, parse
@@ -37,7 +39,7 @@ log = logging.getLogger("podindex.api.podservice")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-EXPORT_CHUNK = 500
+EXPORT_CHUNK = 1000
 """Pods per store read and per write to the client while exporting."""
 
 # gRPC status codes, and the HTTP status grpc-gateway answers each with.
@@ -71,37 +73,46 @@ class RpcError(Exception):
         self.message = message
 
 
-class StorageContainerInstance(msgspec.Struct, omit_defaults=False):
-    instanceId: InstanceId
-    containingPodId: str
-    containerName: str
-    containerIps: tuple[str, ...]
-    started: str | None
-    imageDigest: str | None
-    finished: str | None
-    exitCode: int | None
-    terminationReason: str | None
-
-
 class InstanceList(msgspec.Struct):
-    instances: list[StorageContainerInstance]
+    instances: Sequence[ContainerInstance]
 
 
 class StoragePod(msgspec.Struct, omit_defaults=False):
-    """Every field always present, null where empty, as the original's gateway emits."""
+    """Every field always present, null where empty, as the original's gateway emits.
+
+    The instances come as JSON the store made (see
+    :meth:`~podindex.instances.InstanceTracker.documents`); :class:`StoragePodSchema`
+    says what they hold."""
 
     id: str
     name: str
     deploymentId: str | None
     namespace: str
     clusterId: str
-    liveInstances: list[StorageContainerInstance]
+    liveInstances: msgspec.Raw
+    terminatedInstances: msgspec.Raw
+    started: str | None
+
+
+class StoragePodSchema(msgspec.Struct):
+    """:class:`StoragePod` with its instances' types, for the OpenAPI document."""
+
+    id: str
+    name: str
+    deploymentId: str | None
+    namespace: str
+    clusterId: str
+    liveInstances: list[ContainerInstance]
     terminatedInstances: list[InstanceList]
     started: str | None
 
 
 class PodsResponse(msgspec.Struct):
     pods: list[StoragePod]
+
+
+class PodsResponseSchema(msgspec.Struct):
+    pods: list[StoragePodSchema]
 
 
 class ExportResult(msgspec.Struct):
@@ -112,18 +123,26 @@ class ExportLine(msgspec.Struct):
     result: ExportResult
 
 
+class ExportResultSchema(msgspec.Struct):
+    pod: StoragePodSchema
+
+
+class ExportLineSchema(msgspec.Struct):
+    result: ExportResultSchema
+
+
 _encode = msgspec.json.Encoder().encode
 
 
-def storage_pod(entry: Entry, instances: InstanceHistory | None) -> StoragePod:
-    live: list[StorageContainerInstance] = []
-    terminated: list[InstanceList] = []
-    if instances is not None:
-        live = [_shown(i) for i in instances.live()]
-        terminated = [
-            InstanceList([_shown(i) for i in bucket["instances"]])
-            for bucket in instances.terminated()
-        ]
+_EMPTY = msgspec.Raw(b"[]")
+
+
+def storage_pod(entry: Entry, instances: Documents | None) -> StoragePod:
+    live, terminated = (
+        (msgspec.Raw(instances[0]), msgspec.Raw(instances[1]))
+        if instances is not None
+        else (_EMPTY, _EMPTY)
+    )
     created = entry.created if isinstance(entry, PastPod) else entry.pod.metadata.creationTimestamp
     return StoragePod(
         id=pod_id(entry.key[1]),
@@ -134,20 +153,6 @@ def storage_pod(entry: Entry, instances: InstanceHistory | None) -> StoragePod:
         liveInstances=live,
         terminatedInstances=terminated,
         started=created or None,
-    )
-
-
-def _shown(instance: ContainerInstance) -> StorageContainerInstance:
-    return StorageContainerInstance(
-        instanceId=instance.instanceId,
-        containingPodId=instance.containingPodId,
-        containerName=instance.containerName,
-        containerIps=instance.containerIps,
-        started=instance.started,
-        imageDigest=instance.imageDigest,
-        finished=instance.finished,
-        exitCode=instance.exitCode,
-        terminationReason=instance.terminationReason,
     )
 
 
@@ -265,7 +270,7 @@ def routes(service: Service) -> list[Route]:
             limit=limit,
             namespaces=namespaces,
         )
-        instances = await service.instances.of([e.key for e in found])
+        instances = await service.instances.documents([e.key for e in found])
         body = PodsResponse([storage_pod(e, instances.get(e.key)) for e in found])
         return Response(_encode(body), media_type="application/json")
 
@@ -280,7 +285,7 @@ def routes(service: Service) -> list[Route]:
         deadline = started + timeout if timeout else None
         entries = search.ordered(query, time.time(), namespaces)
         keys = [e.key for e in entries[:EXPORT_CHUNK]]
-        first = await service.instances.of(keys)  # a failure here is still a unary error
+        first = await service.instances.documents(keys)  # a failure here is still a unary error
         if deadline is not None and time.monotonic() > deadline:
             raise RpcError(DEADLINE_EXCEEDED, f"export did not start within {timeout}s")
         return StreamingResponse(
@@ -289,29 +294,38 @@ def routes(service: Service) -> list[Route]:
 
     async def _lines(
         entries: list[Entry],
-        first: dict[PodKey, InstanceHistory],
+        first: dict[PodKey, Documents],
         deadline: float | None,
         seconds: int,
     ) -> AsyncIterator[bytes]:
-        instances = first
+        # The next chunk's instances are read while this one is encoded and sent: the
+        # database works on its own thread, in parallel.
+        documents = service.instances.documents
+        chunks = [entries[i : i + EXPORT_CHUNK] for i in range(0, len(entries), EXPORT_CHUNK)]
+        reading: asyncio.Future[dict[PodKey, Documents]] | None = None
         try:
-            for start in range(0, len(entries), EXPORT_CHUNK):
-                chunk = entries[start : start + EXPORT_CHUNK]
-                if start:
+            instances = first
+            for n, chunk in enumerate(chunks):
+                if n:
                     if deadline is not None and time.monotonic() > deadline:
                         yield stream_error_line(
                             DEADLINE_EXCEEDED, f"deadline exceeded: export ran past {seconds}s"
                         )
                         return
-                    instances = await service.instances.of([e.key for e in chunk])
+                    assert reading is not None
+                    instances, reading = await reading, None
+                if n + 1 < len(chunks):
+                    reading = asyncio.ensure_future(documents([e.key for e in chunks[n + 1]]))
                 yield b"".join(
                     _encode(ExportLine(ExportResult(storage_pod(e, instances.get(e.key))))) + b"\n"
                     for e in chunk
                 )
-                del chunk
         except StoreError as exc:
             log.warning("pod export: history store failed mid-stream: %s", exc)
             yield stream_error_line(UNAVAILABLE, "the history store became unavailable")
+        finally:
+            if reading is not None:
+                reading.cancel()
 
     return [
         Route("/v1/pods", rpc(pods), methods=["GET"]),

@@ -125,6 +125,8 @@ class StoredInstance(msgspec.Struct, gc=False):
     cluster: str
     uid: str
     """The pod's."""
+    pod_id: str
+    """The pod's id in the search API (``containingPodId``), kept for its JSON."""
     container_id: str
     """Without the runtime's scheme (``containerd://``)."""
     runtime: str
@@ -148,6 +150,15 @@ INSTANCE_COLUMNS: tuple[str, ...] = tuple(StoredInstance.__struct_fields__)
 _INSTANCE_IPS = INSTANCE_COLUMNS.index("ips")
 
 
+def instance_order(collate: str = "") -> str:
+    """How :meth:`Store.instances` orders: per pod and container, running ones first,
+    then the finished ones oldest first; ``collate`` makes text compare bytewise."""
+    return (
+        f"ORDER BY cluster{collate}, uid{collate}, container_name{collate}, "
+        f"finished IS NOT NULL, finished{collate}, started{collate}, observed_at"
+    )
+
+
 def instance_values(instance: StoredInstance) -> tuple[object, ...]:
     """The row's values in ``INSTANCE_COLUMNS`` order; IPs as JSON text."""
     values = list(msgspec.structs.astuple(instance))
@@ -159,6 +170,18 @@ def instance_from(values: Sequence[object]) -> StoredInstance:
     row = list(values)
     row[_INSTANCE_IPS] = _decode_ips(str(row[_INSTANCE_IPS]))
     return StoredInstance(*row)  # type: ignore[arg-type]
+
+
+def instance_document_sql(json_object: str, ips: str) -> str:
+    """The select list of :meth:`Store.instance_documents`: the backend's JSON object
+    builder (``json_object``, ``json_build_object``) and its IPs-as-JSON expression."""
+    fields = (
+        f"'instanceId', {json_object}('containerRuntime', runtime, 'id', container_id, "
+        "'node', node), 'containingPodId', pod_id, 'containerName', container_name, "
+        f"'containerIps', {ips}, 'started', started, 'imageDigest', image_digest, "
+        "'finished', finished, 'exitCode', exit_code, 'terminationReason', reason"
+    )
+    return f"cluster, uid, container_name, finished IS NOT NULL, {json_object}({fields})"
 
 
 def upsert_instance_sql(params: Sequence[str]) -> str:
@@ -297,6 +320,13 @@ class Store(Protocol):
 
     async def instances(self, pods: Collection[tuple[str, str]]) -> list[StoredInstance]:
         """The instances of ``pods`` ((cluster, uid) pairs)."""
+
+    async def instance_documents(
+        self, pods: Collection[tuple[str, str]]
+    ) -> list[tuple[str, str, str, bool, str]]:
+        """The instances of ``pods`` as the search API's JSON objects, made by the
+        database: (cluster, uid, container name, finished, the object's JSON text), in
+        :func:`instance_order`."""
 
     async def instance_facets(self) -> list[tuple[str, str, str, str]]:
         """(cluster, uid, container name, image digest or "") of every instance: what

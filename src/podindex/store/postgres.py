@@ -38,7 +38,9 @@ from podindex.store.base import (
     StoredPod,
     StoreError,
     StoreRejected,
+    instance_document_sql,
     instance_from,
+    instance_order,
     instance_values,
     redact,
     row_from,
@@ -143,7 +145,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE container_instances (
         cluster text COLLATE "C" NOT NULL, uid text COLLATE "C" NOT NULL,
-        container_id text COLLATE "C" NOT NULL,
+        pod_id text NOT NULL, container_id text COLLATE "C" NOT NULL,
         runtime text NOT NULL, container_name text NOT NULL, node text NOT NULL,
         ips text NOT NULL, started text, image_digest text, finished text,
         exit_code integer, reason text, observed_at double precision NOT NULL,
@@ -303,9 +305,16 @@ _FINISH_INSTANCES = (
     "WHERE cluster = $2 AND uid = $3 AND finished IS NULL"
 )
 _TRIM_INSTANCES = trim_instances_sql("$1", "$2", "$3")
+_INSTANCE_DOCUMENTS = (
+    f"SELECT {instance_document_sql('json_build_object', 'ips::json')} "
+    "FROM container_instances "
+    "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+    + instance_order(' COLLATE "C"')
+)
 _INSTANCES = (
     f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM container_instances "
-    "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+    + instance_order(' COLLATE "C"')
 )
 _VERSION = "SELECT coalesce(max(version), 0) FROM podindex_schema"
 
@@ -541,6 +550,18 @@ class PostgresStore:
 
         async def read(conn: Any) -> list[StoredInstance]:
             return [instance_from(rec) for rec in await conn.fetch(_INSTANCES, clusters, uids)]
+
+        return await self._run("reading container instances", read)
+
+    async def instance_documents(
+        self, pods: Collection[tuple[str, str]]
+    ) -> list[tuple[str, str, str, bool, str]]:
+        clusters = [cluster for cluster, _ in pods]
+        uids = [uid for _, uid in pods]
+
+        async def read(conn: Any) -> list[tuple[str, str, str, bool, str]]:
+            found = await conn.fetch(_INSTANCE_DOCUMENTS, clusters, uids)
+            return [(r[0], r[1], r[2], r[3], r[4]) for r in found]
 
         return await self._run("reading container instances", read)
 

@@ -44,7 +44,9 @@ from podindex.store.base import (
     StoredPod,
     StoreError,
     StoreRejected,
+    instance_document_sql,
     instance_from,
+    instance_order,
     instance_values,
     row_from,
     row_values,
@@ -128,8 +130,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 6: container instances (one row per container id), for pod search and export.
     """
     CREATE TABLE container_instances (
-        cluster TEXT NOT NULL, uid TEXT NOT NULL, container_id TEXT NOT NULL,
-        runtime TEXT NOT NULL, container_name TEXT NOT NULL, node TEXT NOT NULL,
+        cluster TEXT NOT NULL, uid TEXT NOT NULL, pod_id TEXT NOT NULL,
+        container_id TEXT NOT NULL, runtime TEXT NOT NULL, container_name TEXT NOT NULL, node TEXT NOT NULL,
         ips TEXT NOT NULL, started TEXT, image_digest TEXT, finished TEXT,
         exit_code INTEGER, reason TEXT, observed_at REAL NOT NULL,
         PRIMARY KEY (cluster, uid, container_id)
@@ -530,10 +532,21 @@ class SQLiteStore:
         def read(conn: sqlite3.Connection) -> list[StoredInstance]:
             cursor = conn.execute(
                 f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM container_instances "
-                "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+                "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
+                + instance_order(),
                 (keys,),
             )
             return [instance_from(v) for v in cursor]
+
+        return await self._run(read)
+
+    async def instance_documents(
+        self, pods: Collection[tuple[str, str]]
+    ) -> list[tuple[str, str, str, bool, str]]:
+        keys = msgspec.json.encode([list(key) for key in pods]).decode()
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, str, bool, str]]:
+            return list(conn.execute(_INSTANCE_DOCUMENTS, (keys,)))
 
         return await self._run(read)
 
@@ -622,6 +635,11 @@ _SAVE_INTEGRATION_HEALTH = (
 
 
 _UPSERT_INSTANCE = upsert_instance_sql(["?"] * len(INSTANCE_COLUMNS))
+_INSTANCE_DOCUMENTS = (
+    f"SELECT {instance_document_sql('json_object', 'json(ips)')} FROM container_instances "
+    "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
+    + instance_order()
+)
 _FINISH_INSTANCES = (
     "UPDATE container_instances SET finished = ? WHERE cluster = ? AND uid = ? AND finished IS NULL"
 )
