@@ -200,12 +200,18 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(3)  # the instances' first write
         pid = _worker_pid(server.pid)
         results: dict[str, Any] = {}
-        for label, query in (("all pods", ""), ("one namespace", "Namespace:team-007")):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(base + "/v1/pods", params={"pagination.limit": "1"}) as response,
+        ):
+            namespace = (await response.json())["pods"][0]["namespace"]
+        for label, query in (("all pods", ""), ("one namespace", f'Namespace:"{namespace}"')):
             runs = [await export_once(base, query, pid) for _ in range(args.runs)]
             results[label] = {
                 "pods": runs[0]["pods"],
                 "pods_per_s": median(r["pods_per_s"] for r in runs),
                 "rss_growth_mb": median(r["rss_growth_mb"] for r in runs),
+                "first_rss_growth_mb": runs[0]["rss_growth_mb"],
                 "runs": runs,
             }
             note(f"export {label}: {results[label]}")
@@ -269,10 +275,17 @@ def main() -> None:
         exported = asyncio.run(export(args))
         results["export"] = exported
         rows = [
-            [label, r["pods"], f"{r['pods_per_s']:,.0f}", f"{r['rss_growth_mb']:.1f}"]
+            [
+                label,
+                r["pods"],
+                f"{r['pods_per_s']:,.0f}",
+                f"{r['rss_growth_mb']:.1f}",
+                f"{r['first_rss_growth_mb']:.1f}",
+            ]
             for label, r in exported.items()
         ]
-        print(table(["export", "pods", "pods/s", "peak RSS growth MB"], rows))
+        headers = ["export", "pods", "pods/s", "peak RSS growth MB", "first run's"]
+        print(table(headers, rows))
         full = exported["all pods"]
         rate_ok = full["pods_per_s"] >= TARGET_EXPORT_PODS_PER_S
         rss_ok = full["rss_growth_mb"] <= TARGET_EXPORT_RSS_MB
