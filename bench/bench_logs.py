@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from _common import PYTHON, median, note, table, write_results
+from _common import PYTHON, free_port, median, note, table, wait_ready, write_results
 
 TARGET_LINES_PER_S = 50_000
 TOKEN = "bench-logs"
@@ -105,7 +105,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     async with FakeCluster(token=TOKEN, log_tick=None, log_max_lines=args.lines + 10) as sim:
         sim.create_pod("bench", "talker", node="node-1", ip="10.9.0.1")
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODINDEX_")}
         env.update(
             PODINDEX_SERVER=sim.url,
@@ -121,7 +121,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             start_new_session=True,
         )
         try:
-            await _wait_ready(f"http://127.0.0.1:{port}")
+            await wait_ready(f"http://127.0.0.1:{port}")
             url = f"ws://127.0.0.1:{port}/ws/clusters/default/namespaces/bench/pods/talker/logs"
             for run in range(args.runs):
 
@@ -143,29 +143,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=15)
     return {k: median(v) for k, v in results.items()} | {"runs": results}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(base + "/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError("podindex did not become ready")
 
 
 def main() -> None:

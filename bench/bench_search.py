@@ -34,7 +34,18 @@ import aiohttp
 import httpx
 import msgspec
 
-from _common import PYTHON, PodFactory, median, note, rss_kb, table, wait_for_file, write_results
+from _common import (
+    PYTHON,
+    PodFactory,
+    free_port,
+    median,
+    note,
+    rss_kb,
+    table,
+    wait_for_file,
+    wait_ready,
+    write_results,
+)
 
 TARGET_P99_MS = 20.0
 TARGET_EXPORT_PODS_PER_S = 50_000
@@ -179,7 +190,7 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
     server: subprocess.Popen[bytes] | None = None
     try:
         sim_url = wait_for_file(ready, sim, 600)
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODINDEX_")}
         env.update(
             PODINDEX_SERVER=sim_url,
@@ -195,7 +206,7 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
         )
         base = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
-        await _wait_ready(base, args.pods)
+        await wait_ready(base, 900)
         note(f"serve ready with {args.pods} pods in {time.perf_counter() - started:.0f}s")
         await asyncio.sleep(3)  # the instances' first write
         pid = _worker_pid(server.pid)
@@ -227,29 +238,6 @@ def _worker_pid(parent: int) -> int:
     """granian serves from a worker process: the one whose memory the export uses."""
     found = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return int(found[0]) if found else parent
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _wait_ready(base: str, pods: int) -> None:
-    deadline = time.monotonic() + 900
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(base + "/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError("podindex serve never became ready")
 
 
 def main() -> None:

@@ -166,6 +166,18 @@ def instance_values(instance: StoredInstance) -> tuple[object, ...]:
     return tuple(values)
 
 
+def instance_batch(
+    instances: Sequence[StoredInstance], gone: Sequence[tuple[str, str, str]]
+) -> tuple[list[tuple[object, ...]], list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """:meth:`Store.write_instances`' statements' parameters: the rows to upsert, the
+    (at, cluster, uid) of pods gone, and the pods whose finished instances to trim."""
+    rows = [instance_values(i) for i in instances]
+    finished = [(at, cluster, uid) for cluster, uid, at in gone]
+    touched = sorted({(i.cluster, i.uid) for i in instances if i.finished is not None})
+    touched += [(cluster, uid) for cluster, uid, _ in gone]
+    return rows, finished, touched
+
+
 def instance_from(values: Sequence[object]) -> StoredInstance:
     row = list(values)
     row[_INSTANCE_IPS] = _decode_ips(str(row[_INSTANCE_IPS]))

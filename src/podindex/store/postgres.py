@@ -38,10 +38,10 @@ from podindex.store.base import (
     StoredPod,
     StoreError,
     StoreRejected,
+    instance_batch,
     instance_document_sql,
     instance_from,
     instance_order,
-    instance_values,
     redact,
     row_from,
     row_values,
@@ -528,10 +528,7 @@ class PostgresStore:
         gone: Sequence[tuple[str, str, str]],
         keep: int,
     ) -> None:
-        rows = [instance_values(i) for i in instances]
-        finished = [(at, cluster, uid) for cluster, uid, at in gone]
-        touched = sorted({(i.cluster, i.uid) for i in instances if i.finished is not None})
-        touched += [(cluster, uid) for cluster, uid, _ in gone]
+        rows, finished, touched = instance_batch(instances, gone)
 
         async def write(conn: Any) -> None:
             async with conn.transaction():
