@@ -295,6 +295,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"({args.churn_rate}/s); try: podindex lookup <ip> --server http://{settings.listen}",
             file=sys.stderr,
         )
+        tokens_file = settings.tokens_file or _demo_admin(workdir, settings)
         demo_settings = replace(
             settings,
             server=sim_url,
@@ -302,6 +303,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             kubeconfig=None,
             context=None,
             cluster_id=settings.cluster_id,
+            tokens_file=tokens_file,
             # The emulated cluster lives as long as the demo: so does its history,
             # unless a store was asked for.
             store=settings.store
@@ -315,6 +317,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
             simulator.wait(timeout=10)
         except subprocess.TimeoutExpired:
             simulator.kill()
+
+
+def _demo_admin(workdir: Path, settings: Settings) -> str:
+    """An access file with one new admin token, so the demo's web UI can exec and delete.
+
+    The token is printed here, once, inside the URL that signs the browser in (after
+    ``#``: a fragment never reaches the server, so no access log sees it).
+    """
+    from podindex.api.auth import new_token, token_digest
+
+    token = new_token()
+    access = workdir / "access.yaml"
+    access.write_text(
+        f"tokens:\n  - {{name: demo-admin, role: admin, sha256: {token_digest(token)}}}\n"
+    )
+    access.chmod(0o600)
+    scheme = "https" if settings.tls_cert else "http"
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    base = f"{scheme}://{host}:{settings.port}"
+    print(
+        f"podindex demo: open the web UI at {base}/ui/ (anyone may read)\n"
+        f"podindex demo: signed in as admin (logs, shell, delete): {base}/ui/#signin={token}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return str(access)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -25,9 +25,12 @@ from podindex.api import (
     errors,
     integrations,
     ipsets,
+    leases,
     openapi,
     podwatcher,
     sessions,
+    ui,
+    whoami,
 )
 from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.authz import Authz, AuthzCollector
@@ -89,6 +92,9 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *dashboard.routes(service),
             *sessions.routes(service),
             *ipsets.routes(service, ipset_streams),
+            *leases.routes(service),
+            *whoami.routes(),
+            *ui.routes(),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],
