@@ -183,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     watching = f"cluster '{settings.cluster_id}'" if settings.watch else "no cluster: a broker"
     print(
         f"podindex {__version__}: serving on {settings.scheme}://{settings.listen} ({watching}), "
-        f"history in {redact(settings.store)}",
+        f"history in {redact(settings.store)}; web UI at {settings.scheme}://{settings.listen}/ui/",
         file=sys.stderr,
     )
     return _serve(settings)
