@@ -261,7 +261,6 @@ async def test_a_log_view_receives_lines_as_the_emulator_writes_them(
     await expect(logs).to_contain_text("during the pause")
     first = (await logs.inner_text()).splitlines()[0]
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", first), first
-    await tab.shot("logs")
 
     # A pod with two containers: the picker chooses which log.
     served.sim.write_log("team-b", "web-8", "proxy", "proxy says hi\n")
@@ -283,7 +282,6 @@ async def test_a_terminal_session_runs_echo_and_shows_the_output(
     await expect(screen).to_contain_text("# echo hello-from-xterm")
     lines = [line.strip() for line in (await screen.inner_text()).splitlines()]
     assert "hello-from-xterm" in lines, lines  # the command's output, on a line of its own
-    await tab.shot("terminal")
     await page.keyboard.type("exit 4\n")
     await expect(page.get_by_test_id("term-state")).to_have_text("exited (4)")
     session = served.sim.exec_sessions[-1]
@@ -334,7 +332,6 @@ async def test_an_admin_deletes_a_pod_after_confirming(browser: Browser, served:
     tab = await open_ui(browser, served.url, ADMIN_TOKEN, "pod/default/team-a/web-7")
     page = tab.page
     await expect(page.get_by_test_id("pod-status")).to_have_text("Running")
-    await tab.shot("pod")
     await page.get_by_test_id("delete").click()
     dialog = page.locator("#confirm-dialog")
     await expect(dialog).to_contain_text("Delete pod web-7?")
@@ -510,6 +507,7 @@ async def test_a_new_user_of_the_demo_finds_a_pod_by_ip_follows_its_logs_and_ope
         await expect(page.get_by_test_id("pod-row")).to_have_count(1)
         await page.get_by_test_id("pod-row").get_by_role("link", name=target["name"]).click()
         await expect(page.get_by_test_id("pod-status")).to_be_visible()
+        await tab.shot("pod")
 
         await page.locator("[data-tab=logs]").click()
         logs = page.get_by_test_id("logs")
@@ -519,6 +517,7 @@ async def test_a_new_user_of_the_demo_finds_a_pod_by_ip_follows_its_logs_and_ope
         while (await logs.inner_text()).count("\n") <= seen:
             assert time.monotonic() < deadline, "no new log line arrived"
             await asyncio.sleep(0.2)
+        await tab.shot("logs")
 
         await page.locator("[data-tab=terminal]").click()
         await expect(page.get_by_test_id("term-state")).to_have_text("connected")
@@ -531,6 +530,8 @@ async def test_a_new_user_of_the_demo_finds_a_pod_by_ip_follows_its_logs_and_ope
         ]:
             assert time.monotonic() < deadline, "the command's output never showed"
             await asyncio.sleep(0.1)
+        await page.keyboard.type("ls /\n")
+        await tab.shot("terminal")
         clean(tab)
     finally:
         output = stop(process) + printed.read_text()
