@@ -313,3 +313,23 @@ async def test_the_new_routes_are_in_the_openapi_document(env: Env) -> None:
     assert schema["items"]["$ref"].rsplit("/", 1)[1] in document["components"]["schemas"]
     assert "unsynced" in str(paths["/api/pods"]["get"]["responses"]["200"])
     assert "identity" in document["components"]["schemas"]["DashboardPod"]["properties"]
+
+
+def test_the_demo_makes_an_admin_token_and_prints_it_once_in_the_sign_in_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from podindex.api.auth import AccessFile, token_digest
+    from podindex.cli import _demo_admin
+
+    path = _demo_admin(tmp_path, Settings(listen="0.0.0.0:9090"))
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "open the web UI at http://127.0.0.1:9090/ui/" in printed.err
+    found = re.search(r"http://127\.0\.0\.1:9090/ui/#signin=(\S+)", printed.err)
+    assert found is not None, printed.err
+    token = found.group(1)
+    assert printed.err.count(token) == 1
+    assert (Path(path).stat().st_mode & 0o777) == 0o600
+    assert token not in Path(path).read_text(), "the file holds only the token's digest"
+    principal = AccessFile(path).rules.tokens[token_digest(token)]
+    assert principal.name == "demo-admin" and principal.role.name == "ADMIN"

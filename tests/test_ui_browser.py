@@ -262,6 +262,13 @@ async def test_a_log_view_receives_lines_as_the_emulator_writes_them(
     first = (await logs.inner_text()).splitlines()[0]
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", first), first
 
+    # Its events, from the cluster.
+    served.sim.record_event("team-a", "web-1", "Warning", "BackOff", "Back-off pulling", count=3)
+    await page.locator("[data-tab=events]").click()
+    events = page.locator("table")
+    await expect(events).to_contain_text("BackOff")
+    await expect(events).to_contain_text("Back-off pulling")
+
     # A pod with two containers: the picker chooses which log.
     served.sim.write_log("team-b", "web-8", "proxy", "proxy says hi\n")
     await page.goto(f"{served.url}/ui/#/pod/default/team-b/web-8?tab=logs")
