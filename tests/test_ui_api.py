@@ -324,7 +324,7 @@ def test_the_demo_makes_an_admin_token_and_prints_it_once_in_the_sign_in_url(
     path = _demo_admin(tmp_path, Settings(listen="0.0.0.0:9090"))
     printed = capsys.readouterr()
     assert printed.out == ""
-    assert "open the web UI at http://127.0.0.1:9090/ui/" in printed.err
+    assert "signed in as admin" in printed.err
     found = re.search(r"http://127\.0\.0\.1:9090/ui/#signin=(\S+)", printed.err)
     assert found is not None, printed.err
     token = found.group(1)

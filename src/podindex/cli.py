@@ -183,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     watching = f"cluster '{settings.cluster_id}'" if settings.watch else "no cluster: a broker"
     print(
         f"podindex {__version__}: serving on {settings.scheme}://{settings.listen} ({watching}), "
-        f"history in {redact(settings.store)}; web UI at {settings.scheme}://{settings.listen}/ui/",
+        f"history in {redact(settings.store)}; web UI at {_ui_url(settings)}",
         file=sys.stderr,
     )
     return _serve(settings)
@@ -295,6 +295,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"({args.churn_rate}/s); try: podindex lookup <ip> --server http://{settings.listen}",
             file=sys.stderr,
         )
+        print(f"podindex demo: open the web UI at {_ui_url(settings)}", file=sys.stderr)
         tokens_file = settings.tokens_file or _demo_admin(workdir, settings)
         demo_settings = replace(
             settings,
@@ -333,16 +334,18 @@ def _demo_admin(workdir: Path, settings: Settings) -> str:
         f"tokens:\n  - {{name: demo-admin, role: admin, sha256: {token_digest(token)}}}\n"
     )
     access.chmod(0o600)
-    scheme = "https" if settings.tls_cert else "http"
-    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    base = f"{scheme}://{host}:{settings.port}"
     print(
-        f"podindex demo: open the web UI at {base}/ui/ (anyone may read)\n"
-        f"podindex demo: signed in as admin (logs, shell, delete): {base}/ui/#signin={token}",
+        f"podindex demo: or signed in as admin (shell, delete): {_ui_url(settings)}#signin={token}",
         file=sys.stderr,
         flush=True,
     )
     return str(access)
+
+
+def _ui_url(settings: Settings) -> str:
+    """The web UI's address as a browser on this machine reaches it."""
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "[::]", "") else "127.0.0.1"
+    return f"{settings.scheme}://{host}:{settings.port}/ui/"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
