@@ -116,6 +116,8 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         for i in (2, 5, 6):
             sim.update_pod("team-a" if i % 2 else "team-b", f"web-{i}", crashloop)
         remote.create_pod("far", "away-1", node="r1", ip="10.9.0.1")
+        remote.create_pod("far", "twin", node="r1", ip="10.4.0.4")  # web-4's IP, elsewhere
+        sim.create_pod("kube-system", "node-exporter", node="node-1", host_network=True)
         kube_token = tmp_path / "kube-token"
         kube_token.write_text(TOKEN)
         key = tmp_path / "secret.key"
@@ -190,7 +192,7 @@ async def rows_text(page: Page) -> list[str]:
 async def test_search_by_ip_finds_the_pod(browser: Browser, served: Served) -> None:
     tab = await open_ui(browser, served.url)
     page = tab.page
-    await expect(page.get_by_test_id("pod-row")).to_have_count(8)
+    await expect(page.get_by_test_id("pod-row")).to_have_count(9)
     await page.get_by_label("search").fill("10.4.0.3")
     await page.get_by_label("search").press("Enter")
     await expect(page.get_by_test_id("pod-row")).to_have_count(1)
@@ -204,6 +206,12 @@ async def test_search_by_ip_finds_the_pod(browser: Browser, served: Served) -> N
     await page.get_by_label("search").fill("10.4.9.9")
     await page.get_by_label("search").press("Enter")
     await expect(page.get_by_test_id("no-holder")).to_contain_text("No pod holds 10.4.9.9")
+    # A node's own address, used by its host-network pods: said so, never one pod at random.
+    node_ip = served.sim.node_ip("node-1")
+    await page.get_by_label("search").fill(node_ip)
+    await page.get_by_label("search").press("Enter")
+    await expect(page.get_by_test_id("node-ip")).to_contain_text(f"{node_ip} is node node-1's")
+    await expect(page.locator("main li")).to_have_text(["kube-system/node-exporter"])
     # A label selector is a label selector, a fragment a fragment.
     await page.get_by_label("search").fill("app.kubernetes.io/name=web")
     await page.get_by_label("search").press("Enter")
@@ -217,7 +225,7 @@ async def test_search_by_ip_finds_the_pod(browser: Browser, served: Served) -> N
 async def test_the_status_filter_narrows_the_table(browser: Browser, served: Served) -> None:
     tab = await open_ui(browser, served.url)
     page = tab.page
-    await expect(page.get_by_test_id("total")).to_contain_text("8 pods")
+    await expect(page.get_by_test_id("total")).to_contain_text("9 pods")
     await page.get_by_label("status").fill("CrashLoopBackOff")
     await page.get_by_label("status").press("Enter")
     await expect(page.get_by_test_id("total")).to_contain_text("3 pods")
@@ -428,9 +436,15 @@ async def test_clusters_are_registered_with_the_phased_test_shown(
         await page.reload()
     await tab.shot("clusters")
 
-    # Its pods join the list; a reader sees the clusters but no register form.
+    # Its pods join the list; an IP held in both clusters is shown as such, both holders.
     await page.goto(f"{served.url}/ui/#/pods?q=10.9.0.1")
     await expect(page.get_by_test_id("pod-row")).to_contain_text("away-1")
+    await page.goto(f"{served.url}/ui/#/pods?q=10.4.0.4")
+    await expect(page.get_by_test_id("ambiguous")).to_contain_text("held in 2 clusters")
+    await expect(page.get_by_test_id("pod-row")).to_have_count(2)
+    holders = await rows_text(page)
+    assert any("web-4" in r for r in holders) and any("twin" in r for r in holders), holders
+    # A reader sees the clusters but no register form.
     reader = await open_ui(browser, served.url, READER_TOKEN, "integrations")
     await expect(reader.page.get_by_test_id("integrations")).to_contain_text("Connected")
     await expect(reader.page.locator("form.register")).to_have_count(0)
