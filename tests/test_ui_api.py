@@ -333,3 +333,23 @@ def test_the_demo_makes_an_admin_token_and_prints_it_once_in_the_sign_in_url(
     assert token not in Path(path).read_text(), "the file holds only the token's digest"
     principal = AccessFile(path).rules.tokens[token_digest(token)]
     assert principal.name == "demo-admin" and principal.role.name == "ADMIN"
+
+
+async def test_every_cluster_list_names_the_clusters_not_synced_yet(tmp_path: Path) -> None:
+    service = Service(Settings(store=f"sqlite:///{tmp_path}/h.db"))
+    await service.add_cluster("later", explicit_access("http://127.0.0.1:9", token=TOKEN))
+    app = create_app(service, run_background=False)  # nothing watches: never synced
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://podindex"
+    ) as client:
+        every = await client.get("/api/pods")
+        assert every.status_code == 200
+        assert every.json()["data"] == {
+            "items": [],
+            "total": 0,
+            "page": 1,
+            "pageSize": 20,
+            "unsynced": ["later"],
+        }
+        one = await client.get("/api/clusters/later/pods")
+        assert one.status_code == 503 and "not synced" in one.json()["message"]

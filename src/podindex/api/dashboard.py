@@ -152,16 +152,20 @@ def routes(service: Service) -> list[Route]:
         return await require(request, lookup_role, namespace, any_namespace=namespace is None)
 
     async def pod_list(request: Request) -> Response:
-        return await listed(request, lambda: [cluster_of(request)])
+        return await listed(request, lambda: [cluster_of(request)], every=False)
 
     async def every_pod_list(request: Request) -> Response:
         return await listed(
-            request, lambda: [service.clusters[c] for c in sorted(service.clusters)]
+            request, lambda: [service.clusters[c] for c in sorted(service.clusters)], every=True
         )
 
-    async def listed(request: Request, clusters: Callable[[], list[ClusterSync]]) -> Response:
-        """A page of the pods of ``syncs``, newest first; across clusters, each cluster's
-        first ``page * pageSize`` merged (so a page deep in several clusters is refused)."""
+    async def listed(
+        request: Request, clusters: Callable[[], list[ClusterSync]], *, every: bool
+    ) -> Response:
+        """A page of the pods of ``clusters()`` (asked once the caller is known), newest
+        first. ``every``: the list of every cluster, whose unsynced ones are named, not
+        waited for; across clusters, each one's first ``page * pageSize`` are merged (so a
+        page deep in several clusters is refused)."""
         params = request.query_params
         namespace = params.get("namespace") or None
         principal = await reader(request, namespace)
@@ -174,7 +178,7 @@ def routes(service: Service) -> list[Route]:
         except SelectorError as exc:
             raise ApiProblem(400, "invalid_parameter", f"labelSelector: {exc}") from exc
         ready = [sync for sync in syncs if sync.ready]
-        if len(syncs) == 1 and not ready:
+        if not every and not ready:
             raise ApiProblem(503, "not_ready", f"cluster {syncs[0].cluster_id} is not synced yet")
         if len(ready) > 1 and stop > MAX_MERGED:
             raise ApiProblem(
@@ -219,7 +223,7 @@ def routes(service: Service) -> list[Route]:
             "page": page,
             "pageSize": page_size,
         }
-        if len(syncs) != 1:
+        if every:
             data["unsynced"] = [sync.cluster_id for sync in syncs if not sync.ready]
         return envelope(data)
 
