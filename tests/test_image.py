@@ -77,7 +77,9 @@ def test_the_containerfile_builds_a_slim_non_root_image_with_the_build_script() 
         assert image.startswith("python:3.11-slim"), base
     assert "HEALTHCHECK" not in keywords, "Kubernetes probes /health and /ready instead"
     runs = [rest for keyword, rest in steps if keyword == "RUN"]
-    assert f"scripts/build-image-root {PREFIX}" in runs, "the image is built by the CI script"
+    assert f"scripts/build-ui && scripts/build-image-root {PREFIX}" in runs, (
+        "the image is built by the CI scripts, the web UI's assets first"
+    )
     copies = [rest for keyword, rest in steps if keyword == "COPY"]
     assert any("scripts/build-image-root" in c for c in copies)
     assert f"--from=build {PREFIX} {PREFIX}" in copies, "the runtime stage takes only the root"
@@ -160,6 +162,11 @@ async def test_the_build_script_makes_a_root_whose_entrypoint_serves(
             found = await client.get("/pod", params={"ip": pod["status"]["podIP"]})
             assert found.status_code == 200 and found.json()["uid"] == pod["metadata"]["uid"]
             assert (await client.get("/pods")).json()["count"] == 200
+            # The web UI ships in the package, xterm.js included: no Node.js at run time.
+            page = await client.get("/ui/")
+            assert page.status_code == 200 and "vendor/xterm.js" in page.text
+            terminal = await client.get("/ui/vendor/xterm.js")
+            assert terminal.status_code == 200 and len(terminal.content) > 100_000
     finally:
         output = stop(process)
     assert (state / "podindex.db").exists(), output[-2000:]  # history went to the volume

@@ -184,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     watching = f"cluster '{settings.cluster_id}'" if settings.watch else "no cluster: a broker"
     print(
         f"podindex {__version__}: serving on {settings.scheme}://{settings.listen} ({watching}), "
-        f"history in {redact(settings.store)}",
+        f"history in {redact(settings.store)}; web UI at {_ui_url(settings)}",
         file=sys.stderr,
     )
     return _serve(settings)
@@ -296,6 +296,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"({args.churn_rate}/s); try: podindex lookup <ip> --server http://{settings.listen}",
             file=sys.stderr,
         )
+        print(f"podindex demo: open the web UI at {_ui_url(settings)}", file=sys.stderr)
+        tokens_file = settings.tokens_file or _demo_admin(workdir, settings)
         demo_settings = replace(
             settings,
             server=sim_url,
@@ -303,6 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             kubeconfig=None,
             context=None,
             cluster_id=settings.cluster_id,
+            tokens_file=tokens_file,
             # The emulated cluster lives as long as the demo: so does its history,
             # unless a store was asked for.
             store=settings.store
@@ -316,6 +319,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
             simulator.wait(timeout=10)
         except subprocess.TimeoutExpired:
             simulator.kill()
+
+
+def _demo_admin(workdir: Path, settings: Settings) -> str:
+    """An access file with one new admin token, so the demo's web UI can exec and delete.
+
+    The token is printed here, once, inside the URL that signs the browser in (after
+    ``#``: a fragment never reaches the server, so no access log sees it).
+    """
+    from podindex.api.auth import new_token, token_digest
+
+    token = new_token()
+    access = workdir / "access.yaml"
+    access.write_text(
+        f"tokens:\n  - {{name: demo-admin, role: admin, sha256: {token_digest(token)}}}\n"
+    )
+    access.chmod(0o600)
+    print(
+        f"podindex demo: or signed in as admin (shell, delete): {_ui_url(settings)}#signin={token}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return str(access)
+
+
+def _ui_url(settings: Settings) -> str:
+    """The web UI's address as a browser on this machine reaches it."""
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "[::]", "") else "127.0.0.1"
+    return f"{settings.scheme}://{host}:{settings.port}/ui/"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -25,10 +25,13 @@ from podindex.api import (
     errors,
     integrations,
     ipsets,
+    leases,
     openapi,
     podservice,
     podwatcher,
     sessions,
+    ui,
+    whoami,
 )
 from podindex.api.auth import AccessFile, Authenticator, guarded
 from podindex.api.authz import Authz, AuthzCollector
@@ -91,6 +94,9 @@ def create_app(service: Service, *, run_background: bool = True) -> ASGIApp:
             *sessions.routes(service),
             *ipsets.routes(service, ipset_streams),
             *podservice.routes(service),
+            *leases.routes(service),
+            *whoami.routes(),
+            *ui.routes(),
             Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],

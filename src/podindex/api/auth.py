@@ -336,6 +336,21 @@ class Authenticator:
         self.outcomes["allowed"] += 1
         return principal
 
+    async def caller(self, authorization: str | None) -> Principal:
+        """Who sends ``authorization``, whatever role it holds: :data:`ANONYMOUS` without
+        the header; the 401 ApiProblem for a malformed header or a token nobody knows."""
+        if not authorization:
+            return ANONYMOUS
+        token = _bearer(authorization)
+        principal = None if token is None else await self.identify(token)
+        if principal is None:
+            self.outcomes["unauthenticated"] += 1
+            raise ApiProblem(
+                401, "unauthenticated", "the bearer token is not known", headers=_CHALLENGE
+            )
+        self.outcomes["allowed"] += 1
+        return principal
+
     async def identify(self, token: str) -> Principal | None:
         digest = token_digest(token)
         rules = self.access.current()

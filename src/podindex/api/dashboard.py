@@ -47,6 +47,8 @@ audit = logging.getLogger("podindex.audit")
 MAX_LOG_BYTES = 10 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 500
+MAX_MERGED = 10_000
+"""Across clusters (``/api/pods``), how deep pages go: each cluster's first page * pageSize."""
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -100,6 +102,12 @@ def list_item(record: PodRecord) -> dict[str, Any]:
             for c in pod.spec.containers or ()
         ],
         "createdAt": pod.metadata.creationTimestamp,
+        "identity": record.workload.identity,
+        "workload": (
+            {"kind": record.workload.kind, "name": record.workload.name}
+            if record.workload.kind
+            else None
+        ),
     }
 
 
@@ -144,41 +152,80 @@ def routes(service: Service) -> list[Route]:
         return await require(request, lookup_role, namespace, any_namespace=namespace is None)
 
     async def pod_list(request: Request) -> Response:
+        return await listed(request, lambda: [cluster_of(request)], every=False)
+
+    async def every_pod_list(request: Request) -> Response:
+        return await listed(
+            request, lambda: [service.clusters[c] for c in sorted(service.clusters)], every=True
+        )
+
+    async def listed(
+        request: Request, clusters: Callable[[], list[ClusterSync]], *, every: bool
+    ) -> Response:
+        """A page of the pods of ``clusters()`` (asked once the caller is known), newest
+        first. ``every``: the list of every cluster, whose unsynced ones are named, not
+        waited for; across clusters, each one's first ``page * pageSize`` are merged (so a
+        page deep in several clusters is refused)."""
         params = request.query_params
         namespace = params.get("namespace") or None
         principal = await reader(request, namespace)
-        sync = cluster_of(request)
+        syncs = clusters()
         page = int_param(request.query_params, "page", 1, 1, 1_000_000)
         page_size = int_param(request.query_params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        start, stop = (page - 1) * page_size, page * page_size
         try:
             selector = parse_selector(params.get("labelSelector"))
         except SelectorError as exc:
             raise ApiProblem(400, "invalid_parameter", f"labelSelector: {exc}") from exc
-        if not sync.ready:
-            raise ApiProblem(503, "not_ready", f"cluster {sync.cluster_id} is not synced yet")
+        ready = [sync for sync in syncs if sync.ready]
+        if not every and not ready:
+            raise ApiProblem(503, "not_ready", f"cluster {syncs[0].cluster_id} is not synced yet")
+        if len(ready) > 1 and stop > MAX_MERGED:
+            raise ApiProblem(
+                400,
+                "invalid_parameter",
+                f"page: across clusters, at most the first {MAX_MERGED} pods are paged "
+                "(narrow the list, or choose a cluster)",
+            )
         node = params.get("nodeName") or None
-        within = None
-        if namespace is not None or node is not None or not selector.empty:
-            within = [
-                (r.key[1], r.pod)
-                for r in service.index.matching(
-                    cluster=sync.cluster_id,
-                    namespace=namespace,
-                    node=node,
-                    selector=None if selector.empty else selector,
-                )
-            ]
-        total, keys = service.index.listing.query(
-            sync.cluster_id,
-            within=within,
-            status=params.get("status") or None,
-            search=(params.get("search") or "").strip().lower(),
-            namespaces=principal.namespaces_for(lookup_role),
-            start=(page - 1) * page_size,
-            stop=page * page_size,
-        )
-        items = [list_item(service.index.pods[k]) for k in keys]
-        return envelope({"items": items, "total": total, "page": page, "pageSize": page_size})
+        total = 0
+        keys: list[tuple[str, str]] = []
+        for sync in ready:
+            within = None
+            if namespace is not None or node is not None or not selector.empty:
+                within = [
+                    (r.key[1], r.pod)
+                    for r in service.index.matching(
+                        cluster=sync.cluster_id,
+                        namespace=namespace,
+                        node=node,
+                        selector=None if selector.empty else selector,
+                    )
+                ]
+            found, page_keys = service.index.listing.query(
+                sync.cluster_id,
+                within=within,
+                status=params.get("status") or None,
+                search=(params.get("search") or "").strip().lower(),
+                namespaces=principal.namespaces_for(lookup_role),
+                start=start if len(ready) == 1 else 0,
+                stop=stop,
+            )
+            total += found
+            keys += page_keys
+        records = [service.index.pods[k] for k in keys]
+        if len(ready) > 1:
+            records.sort(key=_newest_first, reverse=True)
+            records = records[start:stop]
+        data: dict[str, Any] = {
+            "items": [list_item(r) for r in records],
+            "total": total,
+            "page": page,
+            "pageSize": page_size,
+        }
+        if every:
+            data["unsynced"] = [sync.cluster_id for sync in syncs if not sync.ready]
+        return envelope(data)
 
     def known_pod(sync: ClusterSync, namespace: str, name: str) -> PodRecord:
         record = service.index.by_name(sync.cluster_id, namespace, name)
@@ -293,12 +340,19 @@ def routes(service: Service) -> list[Route]:
     base = "/api/clusters/{cluster}"
     one = base + "/namespaces/{namespace}/pods/{name}"
     return [
+        Route("/api/pods", enveloped(every_pod_list), methods=["GET"]),
         Route(base + "/pods", enveloped(pod_list), methods=["GET"]),
         Route(one, enveloped(pod_detail), methods=["GET"]),
         Route(one, enveloped(pod_delete), methods=["DELETE"]),
         Route(one + "/events", enveloped(pod_events), methods=["GET"]),
         Route(one + "/logs", enveloped(pod_logs), methods=["GET"]),
     ]
+
+
+def _newest_first(record: PodRecord) -> tuple[str, str, str, str, str]:
+    """The listing's order (creation time, namespace, name, uid), then the cluster."""
+    meta = record.pod.metadata
+    return (meta.creationTimestamp or "", meta.namespace, meta.name, record.key[1], record.cluster)
 
 
 def log_params(query: Mapping[str, str], record: PodRecord) -> dict[str, str]:

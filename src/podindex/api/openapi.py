@@ -455,7 +455,41 @@ def _dashboard_paths() -> dict[str, Any]:
     one = [_path("cluster"), _path("namespace"), _path("name")]
     failure = _enveloped("an error, in the envelope (code = HTTP status)", {"nullable": True})
     item = {"$ref": "#/components/schemas/DashboardPod"}
+    filters = [
+        _query("namespace", "string", "only this namespace"),
+        _query("status", "string", "kubectl's STATUS, e.g. CrashLoopBackOff"),
+        _query("nodeName", "string", "only pods on this node"),
+        _query("labelSelector", "string", "a Kubernetes label selector"),
+        _query("search", "string", "substring of name, namespace, node or IP"),
+        _query("page", "integer", "from 1 (default 1)"),
+        _query("pageSize", "integer", "1-500 (default 20)"),
+    ]
     return {
+        "/api/pods": {
+            "get": {
+                "summary": "Pods of every cluster, newest first, filtered and paged from the index",
+                "description": "As one cluster's list, across every watched cluster "
+                "(page * pageSize at most 10000); clusters not synced yet are left out and "
+                "named in unsynced.",
+                "parameters": filters,
+                "responses": {
+                    "200": _enveloped(
+                        "a page of pods",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "items": {"type": "array", "items": item},
+                                "total": {"type": "integer"},
+                                "page": {"type": "integer"},
+                                "pageSize": {"type": "integer"},
+                                "unsynced": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    ),
+                    "400": failure,
+                },
+            }
+        },
         "/api/clusters/{cluster}/pods": {
             "get": {
                 "summary": "Pods of a cluster, newest first, filtered and paged from the index",
@@ -569,6 +603,12 @@ _DASHBOARD_POD = {
             )
         },
         "podIPs": {"type": "array", "items": {"type": "string"}},
+        "identity": {"type": "string"},
+        "workload": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"kind": {"type": "string"}, "name": {"type": "string"}},
+        },
         "restarts": {"type": "integer"},
         "lastRestartAt": {"type": "string", "nullable": True},
         "containers": {
@@ -685,6 +725,90 @@ def _podservice_paths() -> dict[str, Any]:
     }
 
 
+def _ui_paths() -> dict[str, Any]:
+    """What the web UI asks besides the pod APIs: who the caller is, an IP's leases."""
+    lease = {"$ref": "#/components/schemas/Lease"}
+    return {
+        "/api/whoami": {
+            "get": {
+                "summary": "The caller and its grants (never the token)",
+                "description": "Without a token: anonymous, role none. A front end hides "
+                "what the role may not use; the API refuses it anyway.",
+                "responses": {
+                    "200": {
+                        "description": "who calls",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "via": {
+                                            "type": "string",
+                                            "enum": ["token", "serviceaccount", "anonymous"],
+                                        },
+                                        "role": {
+                                            "type": "string",
+                                            "enum": ["none", "reader", "admin"],
+                                        },
+                                        "grants": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "role": {"type": "string"},
+                                                    "namespaces": {
+                                                        "type": "array",
+                                                        "nullable": True,
+                                                        "items": {"type": "string"},
+                                                    },
+                                                },
+                                            },
+                                        },
+                                        "lookups": {"type": "string", "enum": ["open", "reader"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _error("a malformed header, or a token nobody knows"),
+                },
+            }
+        },
+        "/api/ips/{ip}/leases": {
+            "get": {
+                "summary": "Every lease of an IP in the retention period, newest first",
+                "description": "From memory (the lease book), every cluster: who held the IP "
+                "from when to when (unix seconds; held_to null while held).",
+                "parameters": [
+                    {"name": "ip", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _query("cluster", "string", "only this cluster's leases"),
+                    _query("limit", "integer", "1-1000 (default 100)"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the leases",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "ip": {"type": "string"},
+                                        "total": {"type": "integer"},
+                                        "leases": {"type": "array", "items": lease},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("invalid_ip, invalid_parameter (limit) or unknown_parameter"),
+                    "503": _STORE_DOWN,
+                },
+            }
+        },
+    }
+
+
 def _authz_paths() -> dict[str, Any]:
     """``/authz`` answers every method alike (a proxy forwards the original one)."""
     header = {"schema": {"type": "string"}}
@@ -759,7 +883,7 @@ _READER_OPERATIONS = (
     (_INTEGRATIONS + "/{id}/pods", "get"),
 )
 """Integration reads need a reader whatever --lookup-access says."""
-_OPEN_PATHS = ("/health", "/ready", "/openapi.json", "/authz")
+_OPEN_PATHS = ("/health", "/ready", "/openapi.json", "/authz", "/api/whoami")
 
 
 def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
@@ -783,7 +907,7 @@ def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
             # The dashboard's routes answer errors in their envelope too.
             error = (
                 (lambda text: _enveloped(text, {"nullable": True}))
-                if path.startswith("/api/clusters/")
+                if path.startswith("/api/clusters/") or path == "/api/pods"
                 else _rpc_error
                 if path.startswith("/v1/")
                 else _error
@@ -920,6 +1044,7 @@ def document() -> dict[str, Any]:
                 **_authz_paths(),
                 **_integration_paths(),
                 **_podservice_paths(),
+                **_ui_paths(),
             },
             "components": {
                 "schemas": {
