@@ -386,6 +386,14 @@ async def test_deleted_pods_stay_searchable_across_a_restart(
         await api.service.history.commit()
         gone = await instances_of(api, "web-5d8f-2")
         assert await api.names("Deleted:true") == ["web-5d8f-2"]
+        metrics = (await api.client.get("/metrics")).text
+        assert "podindex_search_past_pods 1.0" in metrics
+        written = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("podindex_instances_writes_total")
+        )
+        assert float(written.split()[1]) >= 12, written
         assert "web-5d8f-2" not in await api.names("Deleted:false")
         assert gone["liveInstances"] == []
         buckets = {

@@ -164,6 +164,33 @@ class ServiceCollector(Collector):
         )
         success.add_metric([], stats.last_success)
         yield success
+        yield from self._instances()
+
+    def _instances(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        tracker = self.service.instances
+        stats = tracker.stats
+        for name, help_text, value in (
+            ("podindex_instances_writes", "Container instances written", stats.written),
+            ("podindex_instances_failures", "Failed writes of container instances", stats.failures),
+            (
+                "podindex_instances_dropped",
+                "Pods whose queued instances were dropped while the store was down",
+                stats.dropped,
+            ),
+        ):
+            counter = CounterMetricFamily(name, help_text)
+            counter.add_metric([], value)
+            yield counter
+        pending = GaugeMetricFamily(
+            "podindex_instances_pending", "Pods with container instances waiting to be written"
+        )
+        pending.add_metric([], len(tracker.pending))
+        yield pending
+        past = GaugeMetricFamily(
+            "podindex_search_past_pods", "Deleted pods kept searchable (within --retention)"
+        )
+        past.add_metric([], len(self.service.past))
+        yield past
 
 
 _OUTCOMES = {200: "found", 400: "bad_request", 404: "not_found", 409: "ambiguous", 503: "not_ready"}
