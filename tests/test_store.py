@@ -473,9 +473,12 @@ async def test_a_gone_pod_finishes_its_running_instances_and_keeps_the_last_n(
     kept = {i.container_id: i for i in await store.instances([("c1", "p1")])}
     assert kept["now"].finished == "2026-11-30T11:00:00Z" and kept["now"].exit_code is None
     assert sorted(kept) == ["now", "old-3", "old-4"], "ended, it counts among the last three"
-    docs = await store.instance_documents([("c1", "p1")])
-    assert [(d[2], d[3]) for d in docs] == [("app", True)] * 3
-    first = msgspec.json.decode(docs[0][4])
+    docs = await store.instance_documents([("c1", "p1"), ("c1", "none")])
+    assert set(docs) == {("c1", "p1")}, "a pod without instances has no document"
+    live, terminated = (msgspec.json.decode(text) for text in docs[("c1", "p1")])
+    assert live == []
+    [bucket] = terminated
+    first = bucket["instances"][0]
     assert first == {
         "instanceId": {
             "containerRuntime": "CONTAINERD_CONTAINER_RUNTIME",
@@ -491,11 +494,7 @@ async def test_a_gone_pod_finishes_its_running_instances_and_keeps_the_last_n(
         "exitCode": 1,
         "terminationReason": "Error",
     }
-    assert [msgspec.json.decode(d[4])["instanceId"]["id"] for d in docs] == [
-        "old-3",
-        "old-4",
-        "now",
-    ]
+    assert [i["instanceId"]["id"] for i in bucket["instances"]] == ["old-3", "old-4", "now"]
     facets = await store.instance_facets()
     assert {(c, u, n, d) for c, u, n, d in facets} == {("c1", "p1", "app", "sha256:" + "ab" * 32)}
 
@@ -508,3 +507,35 @@ async def test_prune_takes_a_pods_instances_with_it(store: Store) -> None:
     assert await store.prune(5000.0) == 1
     assert [i.uid for i in await store.instances([("c1", "old"), ("c1", "live")])] == ["live"]
     assert [r.uid for r in await store.dead_pods(0.0)] == []
+
+
+async def test_each_pods_document_has_its_running_and_a_bucket_per_container(
+    store: Store,
+) -> None:
+    await store.write_instances(
+        [
+            instance("p1", "app-1", finished="2026-11-30T10:01:00Z", at=1.0),
+            instance("p1", "app-2", at=2.0),
+            instance("p1", "side-1", name="sidecar", finished="2026-11-30T10:00:00Z", at=1.0),
+            instance("p1", "side-2", name="sidecar", finished="2026-11-30T10:00:00Z", at=3.0),
+            instance("p1", "side-3", name="sidecar", at=4.0),
+            instance("p2", "other", at=1.0),
+        ],
+        [],
+        10,
+    )
+    docs = await store.instance_documents([("c1", "p1"), ("c1", "p2")])
+    live, terminated = (msgspec.json.decode(text) for text in docs[("c1", "p1")])
+    assert [i["instanceId"]["id"] for i in live] == ["app-2", "side-3"]
+    assert [[i["instanceId"]["id"] for i in b["instances"]] for b in terminated] == [
+        ["app-1"],
+        ["side-1", "side-2"],  # the same second: the order they were seen in
+    ]
+    # Every write rebuilds the touched pods' documents: p2 ends, p1 is left as it was.
+    await store.write_instances([], [("c1", "p2", "2026-11-30T12:00:00Z")], 10)
+    live2, terminated2 = (
+        msgspec.json.decode(t)
+        for t in (await store.instance_documents([("c1", "p2")]))[("c1", "p2")]
+    )
+    assert live2 == [] and terminated2[0]["instances"][0]["finished"] == "2026-11-30T12:00:00Z"
+    assert (await store.instance_documents([("c1", "p1")]))[("c1", "p1")] == docs[("c1", "p1")]

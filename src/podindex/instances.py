@@ -276,9 +276,9 @@ class InstanceTracker:
         return answers
 
     async def documents(self, keys: Collection[PodKey]) -> dict[PodKey, Documents]:
-        """Each pod's instances as the search API's JSON: the store makes the objects
-        (an export reads them by the hundred thousand); pods with instances not yet
-        written are merged here instead."""
+        """Each pod's instances as the search API's JSON: the store keeps each pod's
+        ready (an export reads them by the hundred thousand); pods with instances not
+        yet written are merged here instead."""
         writing, writing_gone = self._writing
         queued = {
             k
@@ -288,30 +288,13 @@ class InstanceTracker:
         found: dict[PodKey, Documents] = {}
         plain = [k for k in keys if k not in queued]
         if plain:
-            rows: dict[PodKey, tuple[list[str], list[list[str]]]] = {}
-            last: tuple[PodKey, str] | None = None
-            for cluster, uid, name, finished, text in await self.store.instance_documents(plain):
-                key = (cluster, uid)
-                live, buckets = rows.get(key) or rows.setdefault(key, ([], []))
-                if not finished:
-                    live.append(text)
-                    continue
-                if last != (key, name):
-                    last = (key, name)
-                    buckets.append([])
-                buckets[-1].append(text)
-            for key, (live, buckets) in rows.items():
-                found[key] = (
-                    f"[{','.join(live)}]".encode(),
-                    (
-                        "[" + ",".join('{"instances":[' + ",".join(b) + "]}" for b in buckets) + "]"
-                    ).encode(),
-                )
+            for key, (live, done) in (await self.store.instance_documents(plain)).items():
+                found[key] = (live.encode(), done.encode())
         if queued:
-            for key, (live_list, terminated) in (await self.of(queued)).items():
+            for key, (running, finished) in (await self.of(queued)).items():
                 found[key] = (
-                    _encode(live_list),
-                    _encode([{"instances": bucket} for bucket in terminated]),
+                    _encode(running),
+                    _encode([{"instances": bucket} for bucket in finished]),
                 )
         return found
 

@@ -14,7 +14,7 @@ Only :mod:`podindex.model` is imported here: the store knows rows, not the index
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -166,16 +166,62 @@ def instance_values(instance: StoredInstance) -> tuple[object, ...]:
     return tuple(values)
 
 
+class InstanceBatch(msgspec.Struct, frozen=True):
+    """:meth:`Store.write_instances`' statements' parameters."""
+
+    rows: list[tuple[object, ...]]
+    """Instances to upsert."""
+    finished: list[tuple[str, str, str]]
+    """(at, cluster, uid) of the pods gone."""
+    trimmed: list[tuple[str, str]]
+    """Pods whose finished instances to trim to the last ``keep``."""
+    changed: list[tuple[str, str]]
+    """Pods whose documents to rebuild (every pod touched)."""
+
+
 def instance_batch(
     instances: Sequence[StoredInstance], gone: Sequence[tuple[str, str, str]]
-) -> tuple[list[tuple[object, ...]], list[tuple[str, str, str]], list[tuple[str, str]]]:
-    """:meth:`Store.write_instances`' statements' parameters: the rows to upsert, the
-    (at, cluster, uid) of pods gone, and the pods whose finished instances to trim."""
-    rows = [instance_values(i) for i in instances]
-    finished = [(at, cluster, uid) for cluster, uid, at in gone]
-    touched = sorted({(i.cluster, i.uid) for i in instances if i.finished is not None})
-    touched += [(cluster, uid) for cluster, uid, _ in gone]
-    return rows, finished, touched
+) -> InstanceBatch:
+    gone_pods = [(cluster, uid) for cluster, uid, _ in gone]
+    return InstanceBatch(
+        rows=[instance_values(i) for i in instances],
+        finished=[(at, cluster, uid) for cluster, uid, at in gone],
+        trimmed=sorted({(i.cluster, i.uid) for i in instances if i.finished is not None})
+        + gone_pods,
+        changed=sorted({(i.cluster, i.uid) for i in instances} | set(gone_pods)),
+    )
+
+
+def pod_documents(
+    rows: Iterable[tuple[str, str, str, bool, str]],
+) -> list[tuple[str, str, str, str]]:
+    """(cluster, uid, live JSON, terminated JSON) of each pod, from its instances'
+    objects as :func:`instance_document_sql` selects them, in :func:`instance_order`:
+    running ones in one array, finished ones in one ``{"instances": […]}`` bucket per
+    container, oldest first."""
+    pods: dict[tuple[str, str], tuple[list[str], list[list[str]]]] = {}
+    last: tuple[str, str, str] | None = None
+    for cluster, uid, name, finished, text in rows:
+        key = (cluster, uid)
+        found = pods.get(key)
+        if found is None:
+            found = pods[key] = ([], [])
+        if not finished:
+            found[0].append(text)
+            continue
+        if last != (cluster, uid, name):
+            last = (cluster, uid, name)
+            found[1].append([])
+        found[1][-1].append(text)
+    return [
+        (
+            cluster,
+            uid,
+            f"[{','.join(live)}]",
+            "[" + ",".join('{"instances":[' + ",".join(b) + "]}" for b in buckets) + "]",
+        )
+        for (cluster, uid), (live, buckets) in pods.items()
+    ]
 
 
 def instance_from(values: Sequence[object]) -> StoredInstance:
@@ -335,10 +381,10 @@ class Store(Protocol):
 
     async def instance_documents(
         self, pods: Collection[tuple[str, str]]
-    ) -> list[tuple[str, str, str, bool, str]]:
-        """The instances of ``pods`` as the search API's JSON objects, made by the
-        database: (cluster, uid, container name, finished, the object's JSON text), in
-        :func:`instance_order`."""
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        """The instances of ``pods`` as the search API's JSON: for each pod with any,
+        its ``liveInstances`` and ``terminatedInstances`` arrays, kept ready (rebuilt by
+        :meth:`write_instances` for every pod it touches): one read a pod."""
 
     async def instance_facets(self) -> list[tuple[str, str, str, str]]:
         """(cluster, uid, container name, image digest or "") of every instance: what

@@ -42,6 +42,7 @@ from podindex.store.base import (
     instance_document_sql,
     instance_from,
     instance_order,
+    pod_documents,
     redact,
     row_from,
     row_values,
@@ -150,6 +151,11 @@ MIGRATIONS: tuple[str, ...] = (
         ips text NOT NULL, started text, image_digest text, finished text,
         exit_code integer, reason text, observed_at double precision NOT NULL,
         PRIMARY KEY (cluster, uid, container_id)
+    );
+    CREATE TABLE pod_instances (
+        cluster text COLLATE "C" NOT NULL, uid text COLLATE "C" NOT NULL,
+        live text NOT NULL, terminated text NOT NULL,
+        PRIMARY KEY (cluster, uid)
     );
     """,
 )
@@ -284,6 +290,8 @@ _PRUNE = """
     ), instances_gone AS (
         DELETE FROM container_instances
         WHERE (cluster, uid) IN (SELECT cluster, uid FROM doomed)
+    ), documents_gone AS (
+        DELETE FROM pod_instances WHERE (cluster, uid) IN (SELECT cluster, uid FROM doomed)
     )
     SELECT count(*) FROM doomed
 """
@@ -305,7 +313,16 @@ _FINISH_INSTANCES = (
     "WHERE cluster = $2 AND uid = $3 AND finished IS NULL"
 )
 _TRIM_INSTANCES = trim_instances_sql("$1", "$2", "$3")
-_INSTANCE_DOCUMENTS = (
+_POD_INSTANCES = (
+    "SELECT cluster, uid, live, terminated FROM pod_instances "
+    "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+_UPSERT_POD_INSTANCES = (
+    "INSERT INTO pod_instances (cluster, uid, live, terminated) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (cluster, uid) DO UPDATE SET live = excluded.live, "
+    "terminated = excluded.terminated"
+)
+_INSTANCE_OBJECTS = (
     f"SELECT {instance_document_sql('json_build_object', 'ips::json')} "
     "FROM container_instances "
     "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
@@ -528,16 +545,23 @@ class PostgresStore:
         gone: Sequence[tuple[str, str, str]],
         keep: int,
     ) -> None:
-        rows, finished, touched = instance_batch(instances, gone)
+        batch = instance_batch(instances, gone)
+        clusters = [cluster for cluster, _ in batch.changed]
+        uids = [uid for _, uid in batch.changed]
 
         async def write(conn: Any) -> None:
             async with conn.transaction():
-                if rows:
-                    await conn.executemany(_UPSERT_INSTANCE, rows)
-                if finished:
-                    await conn.executemany(_FINISH_INSTANCES, finished)
-                if touched:
-                    await conn.executemany(_TRIM_INSTANCES, [(c, u, keep) for c, u in touched])
+                if batch.rows:
+                    await conn.executemany(_UPSERT_INSTANCE, batch.rows)
+                if batch.finished:
+                    await conn.executemany(_FINISH_INSTANCES, batch.finished)
+                if batch.trimmed:
+                    trim = [(c, u, keep) for c, u in batch.trimmed]
+                    await conn.executemany(_TRIM_INSTANCES, trim)
+                if batch.changed:
+                    found = await conn.fetch(_INSTANCE_OBJECTS, clusters, uids)
+                    documents = pod_documents((r[0], r[1], r[2], r[3], r[4]) for r in found)
+                    await conn.executemany(_UPSERT_POD_INSTANCES, documents)
 
         await self._run("writing container instances", write)
 
@@ -552,13 +576,13 @@ class PostgresStore:
 
     async def instance_documents(
         self, pods: Collection[tuple[str, str]]
-    ) -> list[tuple[str, str, str, bool, str]]:
+    ) -> dict[tuple[str, str], tuple[str, str]]:
         clusters = [cluster for cluster, _ in pods]
         uids = [uid for _, uid in pods]
 
-        async def read(conn: Any) -> list[tuple[str, str, str, bool, str]]:
-            found = await conn.fetch(_INSTANCE_DOCUMENTS, clusters, uids)
-            return [(r[0], r[1], r[2], r[3], r[4]) for r in found]
+        async def read(conn: Any) -> dict[tuple[str, str], tuple[str, str]]:
+            found = await conn.fetch(_POD_INSTANCES, clusters, uids)
+            return {(r[0], r[1]): (r[2], r[3]) for r in found}
 
         return await self._run("reading container instances", read)
 

@@ -48,6 +48,7 @@ from podindex.store.base import (
     instance_document_sql,
     instance_from,
     instance_order,
+    pod_documents,
     row_from,
     row_values,
     trim_instances_sql,
@@ -135,6 +136,10 @@ MIGRATIONS: tuple[str, ...] = (
         ips TEXT NOT NULL, started TEXT, image_digest TEXT, finished TEXT,
         exit_code INTEGER, reason TEXT, observed_at REAL NOT NULL,
         PRIMARY KEY (cluster, uid, container_id)
+    );
+    CREATE TABLE pod_instances (
+        cluster TEXT NOT NULL, uid TEXT NOT NULL, live TEXT NOT NULL, terminated TEXT NOT NULL,
+        PRIMARY KEY (cluster, uid)
     );
     """,
 )
@@ -416,6 +421,10 @@ class SQLiteStore:
                     f"DELETE FROM container_instances WHERE (cluster, uid) IN ({doomed})",
                     (dead_before,),
                 )
+                conn.execute(
+                    f"DELETE FROM pod_instances WHERE (cluster, uid) IN ({doomed})",
+                    (dead_before,),
+                )
                 cursor = conn.execute(
                     "DELETE FROM pods WHERE is_dead = 1 AND deleted_at < ?", (dead_before,)
                 )
@@ -513,13 +522,16 @@ class SQLiteStore:
         gone: Sequence[tuple[str, str, str]],
         keep: int,
     ) -> None:
-        rows, finished, touched = instance_batch(instances, gone)
+        batch = instance_batch(instances, gone)
+        changed = msgspec.json.encode([list(key) for key in batch.changed]).decode()
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.executemany(_UPSERT_INSTANCE, rows)
-                conn.executemany(_FINISH_INSTANCES, finished)
-                conn.executemany(_TRIM_INSTANCES, [(c, u, keep) for c, u in touched])
+                conn.executemany(_UPSERT_INSTANCE, batch.rows)
+                conn.executemany(_FINISH_INSTANCES, batch.finished)
+                conn.executemany(_TRIM_INSTANCES, [(c, u, keep) for c, u in batch.trimmed])
+                documents = pod_documents(conn.execute(_INSTANCE_OBJECTS, (changed,)))
+                conn.executemany(_UPSERT_POD_INSTANCES, documents)
 
         await self._run(write)
 
@@ -539,11 +551,13 @@ class SQLiteStore:
 
     async def instance_documents(
         self, pods: Collection[tuple[str, str]]
-    ) -> list[tuple[str, str, str, bool, str]]:
+    ) -> dict[tuple[str, str], tuple[str, str]]:
         keys = msgspec.json.encode([list(key) for key in pods]).decode()
 
-        def read(conn: sqlite3.Connection) -> list[tuple[str, str, str, bool, str]]:
-            return list(conn.execute(_INSTANCE_DOCUMENTS, (keys,)))
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[str, str]]:
+            return {
+                (c, u): (live, done) for c, u, live, done in conn.execute(_POD_INSTANCES, (keys,))
+            }
 
         return await self._run(read)
 
@@ -632,7 +646,16 @@ _SAVE_INTEGRATION_HEALTH = (
 
 
 _UPSERT_INSTANCE = upsert_instance_sql(["?"] * len(INSTANCE_COLUMNS))
-_INSTANCE_DOCUMENTS = (
+_POD_INSTANCES = (
+    "SELECT cluster, uid, live, terminated FROM pod_instances "
+    "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+)
+_UPSERT_POD_INSTANCES = (
+    "INSERT INTO pod_instances (cluster, uid, live, terminated) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (cluster, uid) DO UPDATE SET live = excluded.live, "
+    "terminated = excluded.terminated"
+)
+_INSTANCE_OBJECTS = (
     f"SELECT {instance_document_sql('json_object', 'json(ips)')} FROM container_instances "
     "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
     + instance_order()
