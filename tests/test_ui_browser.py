@@ -295,8 +295,15 @@ async def test_a_terminal_session_runs_echo_and_shows_the_output(
     await page.keyboard.type("echo hello-from-xterm\n")
     screen = page.locator(".xterm-rows")
     await expect(screen).to_contain_text("# echo hello-from-xterm")
-    lines = [line.strip() for line in (await screen.inner_text()).splitlines()]
-    assert "hello-from-xterm" in lines, lines  # the command's output, on a line of its own
+    # The echo of what was typed comes first; the command's output, on a line of its
+    # own, follows in another message.
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        lines = [line.strip() for line in (await screen.inner_text()).splitlines()]
+        if "hello-from-xterm" in lines:
+            break
+        assert asyncio.get_running_loop().time() < deadline, lines
+        await asyncio.sleep(0.05)
     await page.keyboard.type("exit 4\n")
     await expect(page.get_by_test_id("term-state")).to_have_text("exited (4)")
     session = served.sim.exec_sessions[-1]
