@@ -441,6 +441,17 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _page_of_pods(item: dict[str, Any], **more: dict[str, Any]) -> dict[str, Any]:
+    properties = {
+        "items": {"type": "array", "items": item},
+        "total": {"type": "integer"},
+        "page": {"type": "integer"},
+        "pageSize": {"type": "integer"},
+        **more,
+    }
+    return _enveloped("a page of pods", {"type": "object", "properties": properties})
+
+
 def _enveloped(description: str, data: dict[str, Any]) -> dict[str, Any]:
     schema = {
         "type": "object",
@@ -473,18 +484,8 @@ def _dashboard_paths() -> dict[str, Any]:
                 "named in unsynced.",
                 "parameters": filters,
                 "responses": {
-                    "200": _enveloped(
-                        "a page of pods",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "items": {"type": "array", "items": item},
-                                "total": {"type": "integer"},
-                                "page": {"type": "integer"},
-                                "pageSize": {"type": "integer"},
-                                "unsynced": {"type": "array", "items": {"type": "string"}},
-                            },
-                        },
+                    "200": _page_of_pods(
+                        item, unsynced={"type": "array", "items": {"type": "string"}}
                     ),
                     "400": failure,
                 },
@@ -504,18 +505,7 @@ def _dashboard_paths() -> dict[str, Any]:
                     _query("pageSize", "integer", "1-500 (default 20)"),
                 ],
                 "responses": {
-                    "200": _enveloped(
-                        "a page of pods",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "items": {"type": "array", "items": item},
-                                "total": {"type": "integer"},
-                                "page": {"type": "integer"},
-                                "pageSize": {"type": "integer"},
-                            },
-                        },
-                    ),
+                    "200": _page_of_pods(item),
                     "400": failure,
                     "404": failure,
                     "503": failure,
