@@ -105,7 +105,7 @@ def churn(pods: list[Any], n: int, seed: int = 5) -> list[tuple[str, Any]]:
 
 
 async def write_behind_run(
-    backend: str, pods_raw: list[bytes], workdir: Path, run: int
+    backend: str, pods_raw: list[bytes], workdir: Path, run: int, writer_process: bool = True
 ) -> dict[str, float]:
     from podindex.history import HistoryWriter
     from podindex.index import Index
@@ -115,7 +115,7 @@ async def write_behind_run(
     decoder = msgspec.json.Decoder(Pod)
     pods = [decoder.decode(line) for line in pods_raw]
     url = await new_store_url(backend, workdir, f"w{run}")
-    store = open_store(url)
+    store = open_store(url, writer_process=writer_process)
     await store.open()
     try:
         index = Index()
@@ -264,7 +264,9 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.only != "attribute":
             runs = []
             for run in range(args.runs):
-                r = await write_behind_run(backend, pods_raw, workdir, run)
+                r = await write_behind_run(
+                    backend, pods_raw, workdir, run, args.writer == "process"
+                )
                 note(
                     f"{backend} run {run + 1}: initial {r['initial_per_s']:,.0f}/s, "
                     f"churn {r['churn_per_s']:,.0f}/s"
@@ -320,6 +322,12 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--writer",
+        choices=["process", "inline"],
+        default="process",
+        help="the store's writes in a child process (the service's default) or in this one",
+    )
     parser.add_argument(
         "--only", choices=["writes", "attribute"], default=None, help="run one half only"
     )
