@@ -162,6 +162,12 @@ class ProcessStore:
         self.starts = 0
         """Children started so far (a second one means the first died)."""
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, while there is one."""
+        child = self._child
+        return None if child is None or child.gone is not None else child.process.pid
+
     async def open(self, target_version: int | None = None) -> None:
         await self.local.open(target_version)
         try:
@@ -347,7 +353,8 @@ async def _serve_requests() -> None:
             writer.write(_frame((seq, _FAILED, f"{type(exc).__name__}: {exc}")))
         else:
             writer.write(_frame((seq, _OK, value)))
-        await writer.drain()
+        with contextlib.suppress(ConnectionError):  # the service is gone: no one to tell
+            await writer.drain()
 
     try:
         while True:
