@@ -109,6 +109,10 @@ async def test_closing_the_store_stops_and_reaps_its_writer(tmp_path: Path) -> N
         await reopened.close()
 
 
+def test_an_in_memory_database_is_written_in_process() -> None:
+    assert not isinstance(open_store("sqlite://", writer_process=True), ProcessStore)
+
+
 SERVICE = """
 import asyncio, sys
 from podindex.store.base import open_store

@@ -263,7 +263,8 @@ def redact(url: str) -> str:
 def open_store(url: str, *, writer_process: bool = False) -> Store:
     """The backend for a store URL: ``sqlite:///path/file.db`` or ``postgresql://…``.
 
-    ``writer_process``: its writes run in a child process (see :mod:`podindex.store.process`).
+    ``writer_process``: its writes run in a child process (see :mod:`podindex.store.process`);
+    not for an in-memory SQLite database, which another process cannot share.
     """
     scheme = urlsplit(url).scheme
     backend: Store
@@ -271,6 +272,7 @@ def open_store(url: str, *, writer_process: bool = False) -> Store:
         from podindex.store.sqlite import SQLiteStore
 
         backend = SQLiteStore(url)
+        writer_process = writer_process and backend.path != ":memory:"
     elif scheme in ("postgresql", "postgres"):
         from podindex.store.postgres import PostgresStore
 
