@@ -15,7 +15,7 @@ holding 100k pods and their leases (a fifth of the IPs reused, so lookups
 need the time), asked over HTTP to attribute 100k (ip, timestamp) pairs in
 one call; wall time of the call, median of ``--runs`` calls.
 
-    .venv/bin/python bench/bench_history.py [--pods 100000] [--runs 3] [--backend both] [--writer process|inline]
+    .venv/bin/python bench/bench_history.py [--pods 100000] [--runs 3] [--backend both] [--writer inline|process]
 """
 
 from __future__ import annotations
@@ -346,9 +346,9 @@ def main() -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument(
         "--writer",
-        choices=["process", "inline"],
-        default="process",
-        help="the store's writes in a child process (the service's default) or in this one",
+        choices=["inline", "process"],
+        default="inline",
+        help="the store's writes in this process (the service's default) or a child process",
     )
     parser.add_argument(
         "--only", choices=["writes", "attribute"], default=None, help="run one half only"

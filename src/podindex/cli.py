@@ -45,7 +45,7 @@ _SERVE_FLAGS: dict[str, str] = {
     "store": "history store: sqlite:///path/file.db or postgresql://user@host/db "
     "(default sqlite:///podindex.db)",
     "store_writer_process": "write history from a child process, so that writes use a "
-    "second core (default true)",
+    "second core when one is idle (default false)",
     "retention": "how long dead pods stay in history, e.g. 7d, 12h (default 7d)",
     "watch": "false: watch no cluster, serve only what agents push (default true)",
     "ack_timeout": "seconds a push waits for the store before answering 503 (default 5)",
