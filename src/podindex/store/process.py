@@ -34,6 +34,7 @@ import signal
 import struct
 import sys
 from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -76,8 +77,14 @@ def _frame(message: object) -> bytes:
 class _Child:
     """One writer process and the answers it owes."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, requests: int) -> None:
         self.process = process
+        self._requests = requests
+        """The write end of the child's stdin, written by ``_sender`` only."""
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="podindex-writer-pipe")
+        """Sends the frames, in order, with blocking writes (the GIL given up meanwhile):
+        a batch's frame is megabytes, and the event loop would push it a pipe's
+        64 KB at a time, only when it is free, while the child waits for the rest."""
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.sequence = 0
         self.gone: str | None = None
@@ -87,20 +94,32 @@ class _Child:
     async def call(self, op: str, args: object) -> Any:
         if self.gone is not None:
             raise StoreError(self.gone)
-        stdin = self.process.stdin
-        assert stdin is not None
         self.sequence += 1
         seq = self.sequence
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
         self.waiting[seq] = answer
         try:
-            stdin.write(_frame((seq, op, args)))
-            await stdin.drain()
+            await loop.run_in_executor(self._sender, self._send, (seq, op, args))
             return await answer
-        except (ConnectionError, BrokenPipeError) as exc:
+        except OSError as exc:
             raise StoreError(f"the store's writer process is gone: {exc}") from None
         finally:
             self.waiting.pop(seq, None)
+
+    def _send(self, message: object) -> None:
+        """On the sender thread."""
+        data = memoryview(_frame(message))
+        while data:
+            if self._requests < 0:
+                raise BrokenPipeError("the pipe to the writer process is closed")
+            data = data[os.write(self._requests, data) :]
+
+    def _close_requests(self) -> None:
+        """On the sender thread, after every frame sent before."""
+        if self._requests >= 0:
+            os.close(self._requests)
+            self._requests = -1
 
     async def read_answers(self) -> None:
         stdout = self.process.stdout
@@ -132,16 +151,16 @@ class _Child:
         """Let it finish what it was sent, close its store and exit; kill it if it hangs."""
         if self.gone is None:
             self.gone = "the store's writer process was stopped"
-        stdin = self.process.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.close()
+        closing = asyncio.get_running_loop().run_in_executor(self._sender, self._close_requests)
+        stopped = asyncio.gather(closing, self.process.wait())
         try:
-            await asyncio.wait_for(asyncio.shield(self.process.wait()), _STOP_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(stopped), _STOP_TIMEOUT)
         except TimeoutError:
             log.error("history: the store's writer process did not stop; killed")
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
-            await self.process.wait()
+            await stopped  # a write blocked on the pipe fails once the child is gone
+        self._sender.shutdown(wait=False)
         if self.reading is not None:
             await self.reading
 
@@ -200,19 +219,23 @@ class ProcessStore:
             return child
 
     async def _start(self) -> _Child:
+        requests, send = os.pipe()  # not inherited (PEP 446) but as the child's stdin
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "podindex.store.process",
-                stdin=asyncio.subprocess.PIPE,
+                stdin=requests,
                 stdout=asyncio.subprocess.PIPE,
                 limit=_BUFFER,
             )
         except OSError as exc:
+            os.close(send)
             raise StoreError(f"cannot start the store's writer process: {exc}") from exc
+        finally:
+            os.close(requests)
         self.starts += 1
-        child = _Child(process)
+        child = _Child(process, send)
         child.reading = asyncio.create_task(child.read_answers(), name="history writer process")
         try:
             # The URL travels in the pipe, not the command line (it may hold a password).
