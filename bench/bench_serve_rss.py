@@ -26,8 +26,10 @@ from _common import PYTHON, ApiServer, peak_rss_kb, rss_kb, table, write_results
 
 
 def children(pid: int) -> list[int]:
+    """Every descendant: granian's worker, and the history writer process under it."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    direct = [int(p) for p in path.read_text().split()] if path.exists() else []
+    return [p for child in direct for p in (child, *children(child))]
 
 
 def measure(pods: int, settle: float, workdir: Path) -> dict[str, Any]:

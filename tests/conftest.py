@@ -21,9 +21,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return postgres_url(request)
 
 
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = open_store(store_url)
+@pytest.fixture(params=["inline", "writer-process"])
+async def store(store_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """The store at ``store_url``; its writes in this process, or in a child (as served)."""
+    opened = open_store(store_url, writer_process=request.param == "writer-process")
     await opened.open()
     try:
         yield opened

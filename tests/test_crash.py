@@ -52,11 +52,15 @@ async def burst(base: str, acked: dict[str, dict[str, Any]], dead: set[str]) -> 
 
 
 @pytest.mark.timeout(120)
-async def test_nothing_acknowledged_is_lost_to_a_kill_9(store_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer_process", ["false", "true"])
+async def test_nothing_acknowledged_is_lost_to_a_kill_9(
+    store_url: str, tmp_path: Path, writer_process: str
+) -> None:
     env = {
         "PODINDEX_STORE": store_url,
         "PODINDEX_WATCH": "false",
         "PODINDEX_TOKENS_FILE": str(standard_tokens(tmp_path)),
+        "PODINDEX_STORE_WRITER_PROCESS": writer_process,
     }
     process, base = start_podindex("serve", env=env)
     acked: dict[str, dict[str, Any]] = {}

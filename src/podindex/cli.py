@@ -44,6 +44,8 @@ _SERVE_FLAGS: dict[str, str] = {
     "log_level": "debug, info, warning or error (default info)",
     "store": "history store: sqlite:///path/file.db or postgresql://user@host/db "
     "(default sqlite:///podindex.db)",
+    "store_writer_process": "write history from a child process, so that writes use a "
+    "second core when one is idle (default false)",
     "retention": "how long dead pods stay in history, e.g. 7d, 12h (default 7d)",
     "instance_history": "finished container instances kept per container of a pod (default 10)",
     "watch": "false: watch no cluster, serve only what agents push (default true)",

@@ -57,7 +57,9 @@ class Service:
     def __post_init__(self) -> None:
         self.index = Index(grace_seconds=self.settings.grace_period)
         self.history = HistoryWriter(
-            open_store(self.settings.store), self.index, retention=self.settings.retention
+            open_store(self.settings.store, writer_process=self.settings.store_writer_process),
+            self.index,
+            retention=self.settings.retention,
         )
         key_file = self.settings.secret_key_file
         try:

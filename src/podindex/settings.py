@@ -40,6 +40,11 @@ class Settings:
     log_level: str = "info"
     store: str = "sqlite:///podindex.db"
     """History store URL: ``sqlite:///path/file.db`` or ``postgresql://…``."""
+    store_writer_process: bool = False
+    """Write history from a child process (a second core for the writes), not from this one.
+
+    Off by default: it costs ~10 % more CPU a change (the batch crosses a pipe), which
+    is a loss whenever the cores are busy anyway (see BENCHMARKS.md)."""
     retention: float = 7 * 86400.0
     """Seconds a dead pod's history is kept (``7d``, ``12h``, ``30m`` are accepted too)."""
     instance_history: int = 10

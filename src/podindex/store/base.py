@@ -15,7 +15,7 @@ Only :mod:`podindex.model` is imported here: the store knows rows, not the index
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import msgspec
@@ -322,7 +322,19 @@ class Store(Protocol):
     async def schema_version(self) -> int: ...
 
     async def write(self, batch: Sequence[PodWrite]) -> None:
-        """Upsert every row, its object and its leases in one transaction."""
+        """Upsert every row, its object and its leases in one transaction.
+
+        The same as :meth:`write_prepared` of :meth:`prepare`'s answer.
+        """
+
+    async def prepare(self, batch: Sequence[PodWrite]) -> Sequence[Any]:
+        """A batch as plain data (rows encoded, objects compressed): CPU work, no I/O.
+
+        Only lists, tuples, text, numbers, bytes and None, so that another
+        process can write it (tuples may come back as lists)."""
+
+    async def write_prepared(self, prepared: Sequence[Any]) -> None:
+        """Write what :meth:`prepare` made of a batch, in one transaction."""
 
     async def load_live(
         self, clusters: Collection[str] | None = None
@@ -431,20 +443,32 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def open_store(url: str) -> Store:
-    """The backend for a store URL: ``sqlite:///path/file.db`` or ``postgresql://…``."""
+def open_store(url: str, *, writer_process: bool = False) -> Store:
+    """The backend for a store URL: ``sqlite:///path/file.db`` or ``postgresql://…``.
+
+    ``writer_process``: its writes run in a child process (see :mod:`podindex.store.process`);
+    not for an in-memory SQLite database, which another process cannot share.
+    """
     scheme = urlsplit(url).scheme
+    backend: Store
     if scheme == "sqlite":
         from podindex.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
-    if scheme in ("postgresql", "postgres"):
+        backend = SQLiteStore(url)
+        writer_process = writer_process and backend.path != ":memory:"
+    elif scheme in ("postgresql", "postgres"):
         from podindex.store.postgres import PostgresStore
 
-        return PostgresStore(url)
-    raise StoreConfigError(
-        f"store: unsupported URL {redact(url)!r}; use sqlite:///path/file.db or postgresql://..."
-    )
+        backend = PostgresStore(url)
+    else:
+        raise StoreConfigError(
+            f"store: unsupported URL {redact(url)!r}; use sqlite:///path/file.db or postgresql://..."
+        )
+    if writer_process:
+        from podindex.store.process import ProcessStore
+
+        return ProcessStore(url, backend)
+    return backend
 
 
 class ObjectCodec:

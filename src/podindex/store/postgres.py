@@ -410,32 +410,48 @@ class PostgresStore:
         from there: every row, every lease opened (on ``lease_ips``), the
         leases each release closes (see :class:`_Batch`), and the objects.
         """
-        if not batch:
-            return
+        if batch:
+            await self.write_prepared(await self.prepare(batch))
+
+    async def prepare(self, batch: Sequence[PodWrite]) -> Sequence[Any]:
+        """The batch as plain data for :meth:`write_prepared` (here or in another process)."""
         prepared = await self._off_loop(_Batch, batch, self._codec.compress)
+        return (
+            list(prepared.records.values()),
+            [_columns(round_) for round_ in prepared.opens],
+            [_columns(round_) for round_ in prepared.closes],
+            prepared.opening,
+            prepared.closing,
+            prepared.objects,
+        )
+
+    async def write_prepared(self, prepared: Sequence[Any]) -> None:
+        records, opens, closes, opening, closing, objects = prepared
+        if not records:
+            return
         first = [_MERGE_PODS]
-        if prepared.opening:
+        if opening:
             first.append(_OPEN_BATCH_LEASES)
-        if prepared.closing and not prepared.opens:
+        if closing and not opens:
             first.append(_CLOSE_BATCH_LEASES)
-        if prepared.objects:
+        if objects:
             first.append(_MERGE_OBJECTS)
 
         async def write(conn: Any) -> None:
             async with conn.transaction():
                 await conn.execute(f"{_CREATE_BATCH};\n{_NESTED_LOOPS}")
                 await conn.copy_records_to_table(
-                    _BATCH_TABLE, records=prepared.records.values(), columns=_BATCH_COLUMNS
+                    _BATCH_TABLE, records=records, columns=_BATCH_COLUMNS
                 )
                 await conn.execute(";\n".join(first))
-                for round_ in prepared.opens:
-                    await conn.execute(_OPEN_MORE_LEASES, *_columns(round_))
-                if prepared.closing and prepared.opens:
+                for columns in opens:
+                    await conn.execute(_OPEN_MORE_LEASES, *columns)
+                if closing and opens:
                     await conn.execute(_CLOSE_BATCH_LEASES)
-                for round_ in prepared.closes:
-                    await conn.execute(_CLOSE_MORE_LEASES, *_columns(round_))
+                for columns in closes:
+                    await conn.execute(_CLOSE_MORE_LEASES, *columns)
 
-        await self._run(f"writing {len(batch)} pods", write)
+        await self._run(f"writing {len(records)} pods", write)
 
     async def load_live(
         self, clusters: Collection[str] | None = None

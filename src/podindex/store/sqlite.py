@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -309,20 +309,27 @@ class SQLiteStore:
         return await self._run(_version)
 
     async def write(self, batch: Sequence[PodWrite]) -> None:
+        await self.write_prepared(await self.prepare(batch))
+
+    async def prepare(self, batch: Sequence[PodWrite]) -> _Prepared:
         # Rows are encoded and objects compressed on a thread of their own, so
         # that one batch's preparation overlaps the previous one's transaction.
-        prepared = await asyncio.get_running_loop().run_in_executor(
+        return await asyncio.get_running_loop().run_in_executor(
             self._preparer, self._prepare, batch
         )
 
+    async def write_prepared(self, prepared: Sequence[Any]) -> None:
+        rows, live, objects, opened, closed = prepared
+
         def write(conn: sqlite3.Connection) -> None:
-            rows, live, objects, opened, closed = prepared
             with _transaction(conn):
                 cursor = conn.cursor()
+                missed = []
                 for values in live:  # one by one: those not found so (moved, dead, missing)
                     if cursor.execute(_UPDATE_LIVE, _live_values(values)).rowcount == 0:
-                        rows.append(values)  # are upserted
+                        missed.append(values)  # are upserted
                 conn.executemany(_UPSERT_POD, rows)
+                conn.executemany(_UPSERT_POD, missed)
                 conn.executemany(_UPSERT_OBJECT, objects)
                 conn.executemany(_OPEN_LEASE, opened)
                 conn.executemany(_CLOSE_LEASES, closed)
