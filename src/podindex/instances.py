@@ -247,6 +247,10 @@ class InstanceTracker:
     async def of(self, keys: Collection[PodKey]) -> dict[PodKey, Instances]:
         """Each pod's instances, running and finished (a bucket per container, oldest
         first): the store's, with what is not written yet."""
+        # What is queued now: a flush that commits while the store is read moves it out
+        # of the queue, and the read may not show it yet.
+        writing, writing_gone = self._writing
+        pending, gone_at = self.pending, self.gone_at
         rows: dict[PodKey, list[StoredInstance]] = {}
         if keys:
             for row in await self.store.instances(keys):  # ordered for _split
@@ -255,8 +259,6 @@ class InstanceTracker:
                     rows[row.pod_key] = [row]
                 else:
                     found.append(row)
-        writing, writing_gone = self._writing
-        pending, gone_at = self.pending, self.gone_at
         answers: dict[PodKey, Instances] = {}
         for key in keys:
             queued = [q for q in (writing.get(key), pending.get(key)) if q is not None]
