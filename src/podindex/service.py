@@ -260,6 +260,8 @@ class Service:
             for row in dead
             if row.key not in self.index.pods
         )
+        for key in [k for k in containers if k not in self.past.pods]:
+            del containers[key]  # a live pod's are in its spec
         self.past_loaded = True
 
     async def _prune_past_loop(self) -> None:
