@@ -146,12 +146,14 @@ class InstanceTracker:
         *,
         keep: int = DEFAULT_KEEP,
         flush_interval: float = 0.5,
+        batch_size: int = 5000,
         max_pending: int = 200_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.keep = keep
         self.flush_interval = flush_interval
+        self.batch_size = batch_size
         self.max_pending = max_pending
         self.clock = clock
         self.stats = InstanceStats()
@@ -320,11 +322,18 @@ class InstanceTracker:
                 backoff = 0.0
 
     async def flush(self) -> None:
-        """Write what is queued; on failure it stays queued (under anything newer)."""
-        pending, self.pending = self.pending, {}
-        gone, self.gone_at = self.gone_at, {}
-        if not pending and not gone:
-            return
+        """Write what is queued, ``batch_size`` pods a transaction (a first list queues
+        every pod: one transaction of them all would hold all their rows at once); on
+        failure the rest stays queued (under anything newer)."""
+        keys = [*self.pending, *(k for k in self.gone_at if k not in self.pending)]
+        for start in range(0, len(keys), self.batch_size):
+            chunk = keys[start : start + self.batch_size]
+            pending = {k: self.pending.pop(k) for k in chunk if k in self.pending}
+            gone = {k: self.gone_at.pop(k) for k in chunk if k in self.gone_at}
+            if pending or gone:
+                await self._write(pending, gone)
+
+    async def _write(self, pending: dict[PodKey, InstanceHistory], gone: dict[PodKey, str]) -> None:
         rows = [
             stored(*key, i, found.seen.get(i.instanceId.id, 0.0))
             for key, found in pending.items()
@@ -336,15 +345,14 @@ class InstanceTracker:
                 rows, [(*key, at) for key, at in gone.items()], self.keep
             )
         except BaseException:
-            self._writing = ({}, {})
-            for key, newer in self.pending.items():  # newer than the failed batch
-                if key in pending:
-                    pending[key].merge(newer)
-                else:
-                    pending[key] = newer
-            self.pending = pending
-            gone.update(self.gone_at)
-            self.gone_at = gone
+            for key, older in pending.items():  # back in the queue, under anything newer
+                newer = self.pending.get(key)
+                if newer is not None:
+                    older.merge(newer)
+                self.pending[key] = older
+            for key, at in gone.items():
+                self.gone_at.setdefault(key, at)
             raise
-        self._writing = ({}, {})
+        finally:
+            self._writing = ({}, {})
         self.stats.written += len(rows)
