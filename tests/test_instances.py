@@ -83,3 +83,20 @@ async def test_a_failed_batch_stays_queued_under_what_came_since(
     assert not tracker.pending
     stored = sorted((i.container_id, i.finished) for i in await store.instances([("c1", "p1")]))
     assert stored == [("first", "2026-11-30T09:59:00Z"), ("second", None)]
+
+
+async def test_a_flush_during_a_read_hides_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = InstanceTracker(store)
+    tracker.observe(("c1", "p1"), pod("p1", "first"))
+    real = store.instances
+
+    async def read_then_flush(keys: Any) -> Any:
+        before = await real(keys)  # read before the write commits...
+        await tracker.flush()  # ...which takes the pod out of the queue meanwhile
+        return before
+
+    monkeypatch.setattr(store, "instances", read_then_flush)
+    found = await tracker.of([("c1", "p1")])
+    assert [i.instanceId.id for i in found[("c1", "p1")][0]] == ["first"]

@@ -249,10 +249,16 @@ class InstanceTracker:
     async def of(self, keys: Collection[PodKey]) -> dict[PodKey, Instances]:
         """Each pod's instances, running and finished (a bucket per container, oldest
         first): the store's, with what is not written yet."""
-        # What is queued now: a flush that commits while the store is read moves it out
-        # of the queue, and the read may not show it yet.
+        # What is queued now, taken before the store is read: a flush that commits
+        # meanwhile takes it out of the queue, and the read may not show it yet.
         writing, writing_gone = self._writing
-        pending, gone_at = self.pending, self.gone_at
+        queued_now = {
+            key: (
+                [q for q in (writing.get(key), self.pending.get(key)) if q is not None],
+                self.gone_at.get(key) or writing_gone.get(key),
+            )
+            for key in keys
+        }
         rows: dict[PodKey, list[StoredInstance]] = {}
         if keys:
             for row in await self.store.instances(keys):  # ordered for _split
@@ -262,9 +268,7 @@ class InstanceTracker:
                 else:
                     found.append(row)
         answers: dict[PodKey, Instances] = {}
-        for key in keys:
-            queued = [q for q in (writing.get(key), pending.get(key)) if q is not None]
-            when = gone_at.get(key) or writing_gone.get(key)
+        for key, (queued, when) in queued_now.items():
             if not queued and when is None:
                 if key in rows:
                     answers[key] = _split(rows[key])
