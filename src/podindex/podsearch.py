@@ -163,11 +163,8 @@ def _labels(entry: Entry) -> dict[str, str]:
     return entry.labels if isinstance(entry, PastPod) else entry.pod.metadata.labels
 
 
-def _node(entry: Entry) -> str:
-    return entry.node
-
-
-def _created(entry: Entry) -> str:
+def created_of(entry: Entry) -> str:
+    """Its creation time as Kubernetes wrote it ("" if unknown)."""
     if isinstance(entry, PastPod):
         return entry.created
     return entry.pod.metadata.creationTimestamp or ""
@@ -197,9 +194,9 @@ EXTRACT: Final[dict[str, Extract]] = {
     "pod label": lambda e, f: tuple(f"{k}={v}" for k, v in _labels(e).items()),
     "container name": lambda e, f: _containers(e),
     "container image digest": lambda e, f: f.digests.get(e.key, ()),
-    "node": lambda e, f: _one(_node(e)),
+    "node": lambda e, f: _one(e.node),
     "pod ip": lambda e, f: _ips(e),
-    "created": lambda e, f: _one(_created(e)),
+    "created": lambda e, f: _one(created_of(e)),
     "deleted": lambda e, f: ("true",) if isinstance(e, PastPod) else ("false",),
 }
 assert EXTRACT.keys() == FIELDS.keys()
@@ -251,13 +248,6 @@ class Search:
     index: Index
     past: PastPods
     facts: Facts
-
-    def matches(
-        self, query: Query, now: float, namespaces: Set[str] | None = None
-    ) -> Iterable[Entry]:
-        """Every pod ``query`` matches (in no order); only in ``namespaces`` if given."""
-        live, past = self._matching(query, now, namespaces)
-        return chain(live, past)
 
     def _matching(
         self, query: Query, now: float, namespaces: Set[str] | None
@@ -350,10 +340,7 @@ class Search:
                 rest.append(pair)
         if not sets:
             return index.pods.values(), rest
-        smallest = min(sets, key=len)
-        pods = index.pods
-        found = [pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)]
-        return found, rest
+        return _in_all(sets, index.pods), rest
 
     def _past_candidates(
         self, query: Query, now: float, namespaces: Set[str] | None
@@ -370,10 +357,13 @@ class Search:
                 rest.append(pair)
         if not sets:
             return past.pods.values(), rest
-        smallest = min(sets, key=len)
-        return [
-            past.pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)
-        ], rest
+        return _in_all(sets, past.pods), rest
+
+
+def _in_all(sets: list[Set[PodKey]], pods: Mapping[PodKey, _E]) -> list[_E]:
+    """The pods whose keys are in every set (walking the smallest)."""
+    smallest = min(sets, key=len)
+    return [pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)]
 
 
 def _narrowed(pair: Pair, table: Mapping[str, Set[PodKey]], now: float) -> Set[PodKey]:

@@ -30,7 +30,7 @@ from podindex.api.errors import ApiProblem
 from podindex.containers import ContainerInstance, pod_id
 from podindex.instances import Documents
 from podindex.model import PodKey
-from podindex.podsearch import Entry, PastPod, deployment_id, sort_field
+from podindex.podsearch import Entry, created_of, deployment_id, sort_field
 from podindex.query import Query, QueryError, parse
 from podindex.service import Service
 from podindex.store.base import StoreError
@@ -143,7 +143,7 @@ def storage_pod(entry: Entry, instances: Documents | None) -> StoragePod:
         if instances is not None
         else (_EMPTY, _EMPTY)
     )
-    created = entry.created if isinstance(entry, PastPod) else entry.pod.metadata.creationTimestamp
+    created = created_of(entry)
     return StoragePod(
         id=pod_id(entry.key[1]),
         name=entry.name,
