@@ -12,6 +12,7 @@ from podindex.containers import (
     InstanceHistory,
     image_digest,
     observed,
+    owner_id,
     pod_id,
     runtime_and_id,
     workload_id,
@@ -140,3 +141,8 @@ def test_ids_are_rfc_4122_uuid5s() -> None:
     pods = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod")
     for uid in ("", "3f9a7c1e-0000-4000-8000-000000000001", "ü-uid"):
         assert pod_id(uid) == str(uuid.uuid5(pods, uid))
+    workloads = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/workload")
+    for _ in range(2):  # computed, then cached
+        assert owner_id("c", "ns", "Deployment", "web") == str(
+            uuid.uuid5(workloads, "c/Deployment/ns/web")
+        )

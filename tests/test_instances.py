@@ -48,9 +48,10 @@ async def test_a_big_queue_is_written_in_batches(
     calls: list[int] = []
     real = store.write_instances
 
-    async def counting(instances: Any, gone: Any, keep: int) -> None:
+    async def counting(instances: Any, gone: Any, keep: int, facts: Any) -> None:
         calls.append(len(instances))
-        await real(instances, gone, keep)
+        assert len(facts) == len(instances), "each pod's facts go with its instances"
+        await real(instances, gone, keep, facts)
 
     monkeypatch.setattr(store, "write_instances", counting)
     await tracker.flush()
@@ -67,7 +68,7 @@ async def test_a_failed_batch_stays_queued_under_what_came_since(
     tracker.observe(("c1", "p1"), pod("p1", "first"))
     real = store.write_instances
 
-    async def failing(instances: Any, gone: Any, keep: int) -> None:
+    async def failing(instances: Any, gone: Any, keep: int, facts: Any) -> None:
         # While the write is out, the container restarts.
         tracker.observe(("c1", "p1"), pod("p1", "second", restarted_from="first"))
         raise StoreError("down")
@@ -83,6 +84,8 @@ async def test_a_failed_batch_stays_queued_under_what_came_since(
     assert not tracker.pending
     stored = sorted((i.container_id, i.finished) for i in await store.instances([("c1", "p1")]))
     assert stored == [("first", "2026-11-30T09:59:00Z"), ("second", None)]
+    line = msgspec.json.decode(await store.export_lines("c1", ["p1"], ["null"]))
+    assert line["result"]["pod"]["name"] == "p1", "the pod's facts were kept for the retry"
 
 
 async def test_a_flush_during_a_read_hides_nothing(

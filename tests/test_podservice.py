@@ -18,12 +18,16 @@ import msgspec
 import pytest
 
 from podindex.api.app import create_app
+from podindex.api.podservice import export_chunk, export_line
+from podindex.instances import InstanceTracker
 from podindex.kube.config import explicit_access
+from podindex.model import Pod
+from podindex.podsearch import PastPod
 from podindex.query import parse
 from podindex.service import Service
 from podindex.settings import Settings
 from podindex.sim import FakeCluster
-from podindex.store.base import StoreError
+from podindex.store.base import Store, StoreError
 from tests.auth import READER_TOKEN, bearer, standard_tokens
 from tests.test_e2e_serve import TOKEN
 
@@ -453,7 +457,16 @@ async def test_a_failure_mid_export_ends_with_an_error_line(
 
         return call
 
-    # Pods with instances not yet written are read apart: the first read of either kind.
+    def failing_lines(read: Any) -> Any:
+        async def call(cluster: str, uids: Any, deployment_ids: Any) -> Any:
+            if not {(cluster, uid) for uid in uids} <= first_chunk:
+                raise StoreError("the database went away")
+            return await read(cluster, uids, deployment_ids)
+
+        return call
+
+    # Pods with instances not yet written are read apart: the first read of any kind.
+    monkeypatch.setattr(store, "export_lines", failing_lines(store.export_lines))
     monkeypatch.setattr(store, "instance_documents", failing(store.instance_documents))
     monkeypatch.setattr(store, "instances", failing(store.instances))
     api.service.instances.flush_interval = 3600.0
@@ -475,18 +488,90 @@ async def test_an_export_past_its_timeout_ends_with_deadline_exceeded(
     store = api.service.instances.store
 
     def slow(read: Any) -> Any:
-        async def call(keys: Any) -> Any:
+        async def call(*asked: Any) -> Any:
             await asyncio.sleep(0.6)
-            return await read(keys)
+            return await read(*asked)
 
         return call
 
+    monkeypatch.setattr(store, "export_lines", slow(store.export_lines))
     monkeypatch.setattr(store, "instance_documents", slow(store.instance_documents))
     monkeypatch.setattr(store, "instances", slow(store.instances))
     lines = await api.export(timeout=1)
     assert "result" in lines[0]
     assert lines[-1]["error"]["code"] == 4 and "deadline" in lines[-1]["error"]["message"]
     assert len(lines) - 1 < len(await api.names()), "the export stopped at the deadline"
+
+
+def _pod(cluster: str, uid: str) -> tuple[tuple[str, str], Pod, PastPod]:
+    status = {
+        "name": "app",
+        "containerID": f"containerd://{uid}-1",
+        "imageID": "registry.example/app@sha256:" + "ab" * 32,
+        "state": {"running": {"startedAt": "2026-11-30T10:00:00Z"}},
+    }
+    meta = {"uid": uid, "name": f'web-"{uid}"', "namespace": "ns"}
+    if uid != "no-created":
+        meta["creationTimestamp"] = "2026-11-30T09:00:00Z"
+    pod = msgspec.convert(
+        {"metadata": meta, "spec": {}, "status": {"containerStatuses": [status]}}, Pod
+    )
+    entry = PastPod(
+        key=(cluster, uid),
+        namespace="ns",
+        name=meta["name"],
+        node="",
+        ips=(),
+        created=meta.get("creationTimestamp", ""),
+        labels={},
+        workload_kind="Deployment" if uid.startswith("w") else "",
+        workload_name="web",
+        containers=("app",),
+        deleted_at=0.0,
+        seq=0,
+    )
+    return (cluster, uid), pod, entry
+
+
+async def test_an_export_chunk_writes_every_kind_of_pod_as_the_api_does(store: Store) -> None:
+    """The database writes the lines of pods with their facts kept; the rest (queued,
+    without instances, written before facts were kept) are written in Python."""
+    tracker = InstanceTracker(store)
+    uids = ("w-facts", "facts", "no-created", "older", "queued", "nothing")
+    pods = {uid: _pod("c1", uid) for uid in uids}
+    for uid in ("w-facts", "facts", "no-created"):
+        key, pod, _ = pods[uid]
+        tracker.observe(key, pod)
+    key, pod, _ = other = _pod("c2", "w-elsewhere")
+    tracker.observe(key, pod)
+    await tracker.flush()
+    older_key, older_pod, _ = pods["older"]
+    tracker.observe(older_key, older_pod)
+    tracker._facts.clear()  # as an older podindex wrote it: instances, no facts
+    await tracker.flush()
+    key, pod, _ = pods["queued"]
+    tracker.observe(key, pod)
+    entries = [pods[uid][2] for uid in uids] + [other[2]]
+    fallbacks = await store.export_lines("c1", ["older", "nothing"], ["null", "null"])
+    assert [line[:1] for line in fallbacks.split("\n")] == ["\x1f", "\x1f"]
+
+    body = await export_chunk(tracker, entries)
+
+    lines = body.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == len(entries) + 1
+    expected = [
+        export_line(e, d)
+        for e, d in zip(entries, await tracker.documents([e.key for e in entries]), strict=True)
+    ]
+    for entry, line, python in zip(entries, lines[:-1], expected, strict=True):
+        assert msgspec.json.decode(line) == msgspec.json.decode(python), entry.key
+    pod_c1 = msgspec.json.decode(lines[0])["result"]["pod"]
+    assert pod_c1["deploymentId"] and pod_c1["liveInstances"][0]["instanceId"]["id"] == "w-facts-1"
+    assert msgspec.json.decode(lines[5])["result"]["pod"]["liveInstances"] == []
+    assert msgspec.json.decode(lines[2])["result"]["pod"]["started"] is None
+    # One cluster, nothing queued, every pod's facts kept: the database's text is the body.
+    await tracker.flush()
+    assert await export_chunk(tracker, entries[:3]) == b"\n".join(lines[:3]) + b"\n"
 
 
 # --- access ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import sqlite3
 
 import asyncpg
@@ -11,10 +12,12 @@ import pytest
 
 from podindex.store import sqlite
 from podindex.store.base import (
+    EXPORT_FALLBACK,
     POD_COLUMNS,
     JsonTexts,
     Lease,
     ObjectCodec,
+    PodFacts,
     PodWrite,
     Store,
     StoreConfigError,
@@ -425,10 +428,16 @@ async def test_ip_sets_are_saved_replaced_and_deleted(store: Store) -> None:
 
 
 def instance(
-    uid: str, cid: str, *, name: str = "app", finished: str | None = None, at: float = 1.0
+    uid: str,
+    cid: str,
+    *,
+    name: str = "app",
+    finished: str | None = None,
+    at: float = 1.0,
+    cluster: str = "c1",
 ) -> StoredInstance:
     return StoredInstance(
-        cluster="c1",
+        cluster=cluster,
         uid=uid,
         pod_id=f"id-of-{uid}",
         container_id=cid,
@@ -474,8 +483,9 @@ async def test_a_gone_pod_finishes_its_running_instances_and_keeps_the_last_n(
     assert kept["now"].finished == "2026-11-30T11:00:00Z" and kept["now"].exit_code is None
     assert sorted(kept) == ["now", "old-3", "old-4"], "ended, it counts among the last three"
     docs = await store.instance_documents([("c1", "p1"), ("c1", "none")])
-    assert set(docs) == {("c1", "p1")}, "a pod without instances has no document"
-    live, terminated = (msgspec.json.decode(text) for text in docs[("c1", "p1")])
+    assert docs[1] is None, "a pod without instances has no document"
+    assert docs[0] is not None
+    live, terminated = (msgspec.json.decode(text) for text in docs[0])
     assert live == []
     [bucket] = terminated
     first = bucket["instances"][0]
@@ -525,7 +535,8 @@ async def test_each_pods_document_has_its_running_and_a_bucket_per_container(
         10,
     )
     docs = await store.instance_documents([("c1", "p1"), ("c1", "p2")])
-    live, terminated = (msgspec.json.decode(text) for text in docs[("c1", "p1")])
+    assert docs[0] is not None
+    live, terminated = (msgspec.json.decode(text) for text in docs[0])
     assert [i["instanceId"]["id"] for i in live] == ["app-2", "side-3"]
     assert [[i["instanceId"]["id"] for i in b["instances"]] for b in terminated] == [
         ["app-1"],
@@ -533,9 +544,81 @@ async def test_each_pods_document_has_its_running_and_a_bucket_per_container(
     ]
     # Every write rebuilds the touched pods' documents: p2 ends, p1 is left as it was.
     await store.write_instances([], [("c1", "p2", "2026-11-30T12:00:00Z")], 10)
-    live2, terminated2 = (
-        msgspec.json.decode(t)
-        for t in (await store.instance_documents([("c1", "p2")]))[("c1", "p2")]
-    )
+    [p2] = await store.instance_documents([("c1", "p2")])
+    assert p2 is not None
+    live2, terminated2 = (msgspec.json.decode(t) for t in p2)
     assert live2 == [] and terminated2[0]["instances"][0]["finished"] == "2026-11-30T12:00:00Z"
-    assert (await store.instance_documents([("c1", "p1")]))[("c1", "p1")] == docs[("c1", "p1")]
+    assert await store.instance_documents([("c1", "p1")]) == docs[:1]
+
+
+async def test_documents_come_in_the_order_asked_across_clusters(store: Store) -> None:
+    uids = [f"p{n:03}" for n in range(300)]
+    await store.write_instances(
+        [instance(uid, f"{uid}-c", at=1.0) for uid in uids[::2]]
+        + [instance(uid, f"{uid}-x", at=1.0, cluster="c2") for uid in uids[:10]],
+        [],
+        10,
+    )
+    shuffled = random.Random(7).sample(uids, len(uids))
+    asked = [("c1", uid) for uid in shuffled] + [("c2", "p005"), ("c9", "p000"), ("c1", "p000")]
+    docs = await store.instance_documents(asked)
+    assert len(docs) == len(asked)
+    for (cluster, uid), doc in zip(asked, docs, strict=True):
+        if cluster == "c9" or (cluster == "c1" and int(uid[1:]) % 2):
+            assert doc is None, (cluster, uid)
+            continue
+        assert doc is not None, (cluster, uid)
+        [running] = msgspec.json.decode(doc[0])
+        assert running["instanceId"]["id"] == f"{uid}-{'x' if cluster == 'c2' else 'c'}"
+    assert await store.instance_documents([]) == []
+
+
+async def test_export_lines_are_written_by_the_database_in_the_order_asked(
+    store: Store,
+) -> None:
+    odd = 'we"ird\\name \u00fc\u2603'
+    await store.write_instances(
+        [instance("p1", "a"), instance("p2", "b"), instance("old", "c")],
+        [],
+        10,
+        [
+            PodFacts("c1", "p1", "id-1", "web-0", "team-a", "2026-11-30T10:00:00Z"),
+            PodFacts("c1", "p2", "id-2", odd, "team-b", None),
+            PodFacts("c9", "p1", "id-x", "elsewhere", "x", None),  # no such row: nothing
+        ],
+    )
+    text = await store.export_lines(
+        "c1", ["p2", "none", "p1", "old"], ['"dep-2"', "null", "null", '"dep-old"']
+    )
+    p2, missing, p1, old = text.split("\n")
+    assert msgspec.json.decode(p2) == {
+        "result": {
+            "pod": {
+                "id": "id-2",
+                "name": odd,
+                "deploymentId": "dep-2",
+                "namespace": "team-b",
+                "clusterId": "c1",
+                "liveInstances": msgspec.json.decode(
+                    (await store.instance_documents([("c1", "p2")]))[0][0]  # type: ignore[index]
+                ),
+                "terminatedInstances": [],
+                "started": None,
+            }
+        }
+    }
+    pod1 = msgspec.json.decode(p1)["result"]["pod"]
+    assert (pod1["name"], pod1["deploymentId"], pod1["started"]) == (
+        "web-0",
+        None,
+        "2026-11-30T10:00:00Z",
+    )
+    assert missing == EXPORT_FALLBACK, "no documents: the caller writes the line"
+    # Written without facts (an older podindex): its documents, for the caller.
+    marker, live, terminated = old.split(EXPORT_FALLBACK)
+    assert marker == "" and msgspec.json.decode(live)[0]["instanceId"]["id"] == "c"
+    assert msgspec.json.decode(terminated) == []
+    # Facts are kept when a later write (a pod gone) brings none.
+    await store.write_instances([], [("c1", "p1", "2026-11-30T11:00:00Z")], 10)
+    after = msgspec.json.decode(await store.export_lines("c1", ["p1"], ['"d"']))["result"]["pod"]
+    assert after["name"] == "web-0" and after["terminatedInstances"][0]["instances"]

@@ -15,6 +15,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Iterable
@@ -32,18 +33,20 @@ RUNTIMES = {
 UNKNOWN_RUNTIME = "UNKNOWN_CONTAINER_RUNTIME"
 DEFAULT_KEEP = 10
 
-_PODS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod").bytes
-_WORKLOADS = uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/workload").bytes
+_PODS = hashlib.sha1(uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/pod").bytes)
+_WORKLOADS = hashlib.sha1(uuid.uuid5(uuid.NAMESPACE_URL, "https://podindex.dev/ids/workload").bytes)
+"""SHA-1 states that have hashed each id namespace: an id copies one and hashes the name."""
+_VARIANT = "89ab89ab89ab89ab"
+"""The first hex digit of the fourth group once the RFC 4122 variant bits are set."""
 
 
-def uuid5(namespace: bytes, name: str) -> str:
-    """``str(uuid.uuid5(UUID(bytes=namespace), name))`` without the UUID object: an
-    export computes two a pod, and the object costs twice the hash."""
-    digest = bytearray(hashlib.sha1(namespace + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = digest.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+def uuid5(namespace: hashlib._Hash, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))`` without the UUID object: an export
+    computes one or two a pod, and the object costs twice the hash."""
+    digest = namespace.copy()
+    digest.update(name.encode())
+    x = digest.hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[int(x[16], 16)]}{x[17:20]}-{x[20:32]}"
 
 
 def pod_id(uid: str) -> str:
@@ -58,7 +61,9 @@ def workload_id(cluster: str, namespace: str, workload: Workload) -> str | None:
     return owner_id(cluster, namespace, workload.kind, workload.name)
 
 
+@functools.lru_cache(maxsize=65536)
 def owner_id(cluster: str, namespace: str, kind: str, name: str) -> str:
+    # Cached: many pods share an owner, and an export asks once a pod.
     return uuid5(_WORKLOADS, f"{cluster}/{kind}/{namespace}/{name}")
 
 

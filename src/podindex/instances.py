@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,9 +35,10 @@ from podindex.containers import (
     InstanceHistory,
     InstanceId,
     observed,
+    pod_id,
 )
 from podindex.model import Pod, PodKey
-from podindex.store.base import Store, StoredInstance, StoreError
+from podindex.store.base import PodFacts, Store, StoredInstance, StoreError
 
 log = logging.getLogger("podindex.instances")
 
@@ -107,7 +108,7 @@ def shown(row: StoredInstance) -> ContainerInstance:
 
 _encode = msgspec.json.Encoder().encode
 
-Documents = tuple[bytes, bytes]
+Documents = tuple[str | bytes, str | bytes]
 """A pod's ``liveInstances`` and ``terminatedInstances`` as JSON arrays."""
 
 Instances = tuple[list[ContainerInstance], list[list[ContainerInstance]]]
@@ -170,6 +171,8 @@ class InstanceTracker:
         """The batch being written: still read from here until it is committed."""
         self._ended: set[PodKey] = set()
         """Pods gone: a late event of theirs (which the index ignores) is ignored here too."""
+        self._facts: dict[PodKey, PodFacts] = {}
+        """Of each queued pod: what its export line needs, written with its instances."""
 
     # --- from the index -----------------------------------------------------
 
@@ -188,6 +191,10 @@ class InstanceTracker:
         pending = self.pending.get(key)
         if pending is None:
             pending = self.pending[key] = InstanceHistory(self.keep)
+        if key not in self._facts:
+            meta = pod.metadata
+            created = meta.creationTimestamp or None
+            self._facts[key] = PodFacts(*key, pod_id(key[1]), meta.name, meta.namespace, created)
         pending.observe(found, self.clock())
         digests = tuple(sorted({i.imageDigest for i in found if i.imageDigest}))
         known = self.digests.get(key, ())
@@ -236,6 +243,7 @@ class InstanceTracker:
         dropped = len(self.pending)
         self.stats.dropped += dropped
         self.pending.clear()
+        self._facts.clear()
         self._seen.clear()
         log.error(
             "container instances: store unreachable and %d pods' instances queued (more than "
@@ -283,28 +291,34 @@ class InstanceTracker:
             answers[key] = (history.live(), history.terminated())
         return answers
 
-    async def documents(self, keys: Collection[PodKey]) -> dict[PodKey, Documents]:
-        """Each pod's instances as the search API's JSON: the store keeps each pod's
-        ready (an export reads them by the hundred thousand); pods with instances not
-        yet written are merged here instead."""
+    def queued(self, keys: Collection[PodKey]) -> set[PodKey]:
+        """Those of ``keys`` with something not yet written: the store's documents of
+        the others are whole."""
         writing, writing_gone = self._writing
-        queued = {
-            k
-            for k in keys
-            if k in self.pending or k in writing or k in self.gone_at or k in writing_gone
-        }
-        found: dict[PodKey, Documents] = {}
+        queues: tuple[Collection[PodKey], ...] = (self.pending, writing, self.gone_at, writing_gone)
+        if sum(map(len, queues)) < len(keys):  # nearly always: look the few queued up
+            asked = set(keys)
+            return {k for queue in queues for k in queue if k in asked}
+        return {k for k in keys if any(k in queue for queue in queues)}
+
+    async def documents(self, keys: Sequence[PodKey]) -> Sequence[Documents | None]:
+        """Each pod's instances as the search API's JSON, in ``keys``' order (None for
+        a pod with none): the store keeps each pod's ready; pods with instances not
+        yet written are merged here instead."""
+        queued = self.queued(keys)
+        if not queued:
+            return await self.store.instance_documents(keys)
         plain = [k for k in keys if k not in queued]
-        if plain:
-            for key, (live, done) in (await self.store.instance_documents(plain)).items():
-                found[key] = (live.encode(), done.encode())
-        if queued:
-            for key, (running, finished) in (await self.of(queued)).items():
-                found[key] = (
-                    _encode(running),
-                    _encode([{"instances": bucket} for bucket in finished]),
-                )
-        return found
+        stored = iter(await self.store.instance_documents(plain) if plain else ())
+        merged = await self.merged_documents(queued)
+        return [merged.get(k) if k in queued else next(stored) for k in keys]
+
+    async def merged_documents(self, keys: Collection[PodKey]) -> dict[PodKey, Documents]:
+        """:meth:`documents` of queued pods: the store's instances with the queue's."""
+        return {
+            key: (_encode(running), _encode([{"instances": bucket} for bucket in finished]))
+            for key, (running, finished) in (await self.of(keys)).items()
+        }
 
     # --- writing ------------------------------------------------------------
 
@@ -343,12 +357,15 @@ class InstanceTracker:
             for key, found in pending.items()
             for i in found.by_id.values()
         ]
+        facts = [self._facts.pop(k) for k in pending if k in self._facts]
         self._writing = (pending, gone)
         try:
             await self.store.write_instances(
-                rows, [(*key, at) for key, at in gone.items()], self.keep
+                rows, [(*key, at) for key, at in gone.items()], self.keep, facts
             )
         except BaseException:
+            for found in facts:
+                self._facts.setdefault((found.cluster, found.uid), found)
             for key, older in pending.items():  # back in the queue, under anything newer
                 newer = self.pending.get(key)
                 if newer is not None:

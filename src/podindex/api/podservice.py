@@ -28,12 +28,11 @@ from starlette.routing import Route
 from podindex.api.auth import Role, require
 from podindex.api.errors import ApiProblem
 from podindex.containers import ContainerInstance, pod_id
-from podindex.instances import Documents
-from podindex.model import PodKey
+from podindex.instances import Documents, InstanceTracker
 from podindex.podsearch import Entry, created_of, deployment_id, sort_field
 from podindex.query import Query, QueryError, parse
 from podindex.service import Service
-from podindex.store.base import StoreError
+from podindex.store.base import EXPORT_FALLBACK, StoreError
 
 log = logging.getLogger("podindex.api.podservice")
 
@@ -131,7 +130,9 @@ class ExportLineSchema(msgspec.Struct):
     result: ExportResultSchema
 
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+_encode_lines = _encoder.encode_lines
 
 
 _EMPTY = msgspec.Raw(b"[]")
@@ -143,17 +144,73 @@ def storage_pod(entry: Entry, instances: Documents | None) -> StoragePod:
         if instances is not None
         else (_EMPTY, _EMPTY)
     )
-    created = created_of(entry)
+    # Positional, and created_of inlined: an export builds one a pod.
     return StoragePod(
-        id=pod_id(entry.key[1]),
-        name=entry.name,
-        deploymentId=deployment_id(entry),
-        namespace=entry.namespace,
-        clusterId=entry.key[0],
-        liveInstances=live,
-        terminatedInstances=terminated,
-        started=created or None,
+        pod_id(entry.key[1]),
+        entry.name,
+        deployment_id(entry),
+        entry.namespace,
+        entry.key[0],
+        live,
+        terminated,
+        created_of(entry) or None,
     )
+
+
+def _id_text(value: str | None) -> str:
+    """An id's JSON text (a UUID needs no escaping)."""
+    return "null" if value is None else f'"{value}"'
+
+
+def export_line(entry: Entry, instances: Documents | None) -> bytes:
+    return _encode(ExportLine(ExportResult(storage_pod(entry, instances))))
+
+
+async def export_chunk(tracker: InstanceTracker, chunk: Sequence[Entry]) -> bytes:
+    """The export's lines of ``chunk``, in its order.
+
+    The database writes each pod's line from its instances and facts, given its
+    deployment id (which can change), one text a cluster: a Python object a pod
+    would cost more than the rest of the export. Pods it cannot write (instances
+    not yet written or none; facts from before they were kept) are written here.
+    """
+    queued = tracker.queued([e.key for e in chunk])
+    clusters: dict[str, list[int]] = {}
+    for position, entry in enumerate(chunk):
+        if entry.key not in queued:
+            clusters.setdefault(entry.key[0], []).append(position)
+    texts = {
+        cluster: await tracker.store.export_lines(
+            cluster,
+            [chunk[p].key[1] for p in positions],
+            [_id_text(deployment_id(chunk[p])) for p in positions],
+        )
+        for cluster, positions in clusters.items()
+    }
+    if not queued and len(texts) == 1:
+        (text,) = texts.values()
+        if EXPORT_FALLBACK not in text:  # nearly always: the database's text is the body
+            return text.encode() + b"\n"
+    lines: list[str | None] = [None] * len(chunk)
+    for cluster, positions in clusters.items():
+        parts = texts[cluster].split("\n")
+        if len(parts) != len(positions):
+            raise StoreError(f"export: {len(parts)} lines read for {len(positions)} pods")
+        for position, part in zip(positions, parts, strict=True):
+            lines[position] = part
+    merged = await tracker.merged_documents(queued) if queued else {}
+    out: list[bytes] = []
+    for entry, line in zip(chunk, lines, strict=True):
+        if line is None:
+            out.append(export_line(entry, merged.get(entry.key)))
+        elif line.startswith(EXPORT_FALLBACK):
+            documents = line.split(EXPORT_FALLBACK)  # "", or "", live, terminated
+            out.append(
+                export_line(entry, (documents[1], documents[2]) if len(documents) == 3 else None)
+            )
+        else:
+            out.append(line.encode())
+    return b"".join(line + b"\n" for line in out)
 
 
 def rpc_error_body(code: int, message: str) -> dict[str, object]:
@@ -271,7 +328,7 @@ def routes(service: Service) -> list[Route]:
             namespaces=namespaces,
         )
         instances = await service.instances.documents([e.key for e in found])
-        body = PodsResponse([storage_pod(e, instances.get(e.key)) for e in found])
+        body = PodsResponse(list(map(storage_pod, found, instances)))
         return Response(_encode(body), media_type="application/json")
 
     async def export(request: Request) -> Response:
@@ -284,8 +341,8 @@ def routes(service: Service) -> list[Route]:
         started = time.monotonic()
         deadline = started + timeout if timeout else None
         entries = search.ordered(query, time.time(), namespaces)
-        keys = [e.key for e in entries[:EXPORT_CHUNK]]
-        first = await service.instances.documents(keys)  # a failure here is still a unary error
+        # A failure reading the first chunk is still a unary error.
+        first = await export_chunk(service.instances, entries[:EXPORT_CHUNK])
         if deadline is not None and time.monotonic() > deadline:
             raise RpcError(DEADLINE_EXCEEDED, f"export did not start within {timeout}s")
         return StreamingResponse(
@@ -293,33 +350,26 @@ def routes(service: Service) -> list[Route]:
         )
 
     async def _lines(
-        entries: list[Entry],
-        first: dict[PodKey, Documents],
-        deadline: float | None,
-        seconds: int,
+        entries: list[Entry], first: bytes, deadline: float | None, seconds: int
     ) -> AsyncIterator[bytes]:
-        # The next chunk's instances are read while this one is encoded and sent: the
-        # database works on its own thread, in parallel.
-        documents = service.instances.documents
-        chunks = [entries[i : i + EXPORT_CHUNK] for i in range(0, len(entries), EXPORT_CHUNK)]
-        reading: asyncio.Future[dict[PodKey, Documents]] | None = None
+        # The next chunk is read while this one is sent: the database works on its
+        # own thread (or process), in parallel.
+        rest = range(EXPORT_CHUNK, len(entries), EXPORT_CHUNK)
+        reading: asyncio.Future[bytes] | None = None
+        body = first
         try:
-            instances = first
-            for n, chunk in enumerate(chunks):
-                if n:
-                    if deadline is not None and time.monotonic() > deadline:
-                        yield stream_error_line(
-                            DEADLINE_EXCEEDED, f"deadline exceeded: export ran past {seconds}s"
-                        )
-                        return
-                    assert reading is not None
-                    instances, reading = await reading, None
-                if n + 1 < len(chunks):
-                    reading = asyncio.ensure_future(documents([e.key for e in chunks[n + 1]]))
-                yield b"".join(
-                    _encode(ExportLine(ExportResult(storage_pod(e, instances.get(e.key))))) + b"\n"
-                    for e in chunk
-                )
+            for start in rest:
+                chunk = entries[start : start + EXPORT_CHUNK]
+                reading = asyncio.ensure_future(export_chunk(service.instances, chunk))
+                yield body
+                if deadline is not None and time.monotonic() > deadline:
+                    yield stream_error_line(
+                        DEADLINE_EXCEEDED, f"deadline exceeded: export ran past {seconds}s"
+                    )
+                    return
+                body, reading = await reading, None
+            if body:
+                yield body
         except StoreError as exc:
             log.warning("pod export: history store failed mid-stream: %s", exc)
             yield stream_error_line(UNAVAILABLE, "the history store became unavailable")

@@ -15,7 +15,7 @@ Only :mod:`podindex.model` is imported here: the store knows rows, not the index
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import msgspec
@@ -224,6 +224,106 @@ def pod_documents(
     ]
 
 
+class PodFacts(NamedTuple):
+    """What a pod's export line needs besides its instances and its workload; none of
+    it ever changes for a uid."""
+
+    cluster: str
+    uid: str
+    pod_id: str
+    name: str
+    namespace: str
+    created: str | None
+
+
+EXPORT_FALLBACK = "\x1f"
+"""Starts the part of :meth:`Store.export_lines` the caller writes itself."""
+
+
+EXPORT_LINE_FORMAT = (
+    '{"result":{"pod":{"id":"%s","name":%s,"deploymentId":%s,"namespace":%s,'
+    '"clusterId":%s,"liveInstances":%s,"terminatedInstances":%s,"started":%s}}}'
+)
+"""One pod's export line, as SQL ``format()`` fills it (both databases have it)."""
+
+
+def fact_values(facts: Iterable[PodFacts]) -> list[tuple[str, str, str, str, str, str, str]]:
+    """``(cluster, uid, pod id, then name, namespace, cluster and created as JSON text)``
+    of each pod: facts are kept as the export writes them, so that the database only
+    puts texts together (quoting them there cost a third of a line)."""
+    return [
+        (
+            f.cluster,
+            f.uid,
+            f.pod_id,
+            _text(f.name),
+            _text(f.namespace),
+            _text(f.cluster),
+            _text(f.created),
+        )
+        for f in facts
+    ]
+
+
+def _text(value: str | None) -> str:
+    return _encode(value).decode()
+
+
+def export_line_sql(deployment_id: str, char: str) -> str:
+    """The text of one pod's export line from ``pod_instances`` ``p`` (see
+    :meth:`Store.export_lines`); ``deployment_id``: the expression of the JSON text
+    of the id given, ``char``: the backend's function from a code point to a character."""
+    fallback = f"{char}({ord(EXPORT_FALLBACK)})"
+    return (
+        f"CASE WHEN p.uid IS NULL THEN {fallback} "
+        f"WHEN p.pod_id IS NULL THEN {fallback} || p.live || {fallback} || p.terminated "
+        f"ELSE format('{EXPORT_LINE_FORMAT}', p.pod_id, p.name_json, {deployment_id}, "
+        "p.namespace_json, p.cluster_json, p.live, p.terminated, p.created_json) END"
+    )
+
+
+DOCUMENT_SEPARATOR = "\x1e"
+"""Between two pods' documents in a joined read (JSON text never holds a raw control
+character, so neither separator can occur inside a document)."""
+ARRAY_SEPARATOR = "\x1f"
+"""Between a pod's live and terminated arrays in a joined read; a pod without
+documents is an empty string."""
+
+
+def uids_by_cluster(pods: Sequence[tuple[str, str]]) -> dict[str, tuple[list[int], list[str]]]:
+    """Each cluster's uids in ``pods`` and their positions there: a joined read asks
+    one cluster at a time (a plain uid array is what both databases look up fastest)."""
+    clusters: dict[str, tuple[list[int], list[str]]] = {}
+    for position, (cluster, uid) in enumerate(pods):
+        found = clusters.get(cluster)
+        if found is None:
+            found = clusters[cluster] = ([], [])
+        found[0].append(position)
+        found[1].append(uid)
+    return clusters
+
+
+def joined_documents(
+    size: int,
+    clusters: dict[str, tuple[list[int], list[str]]],
+    texts: dict[str, str],
+) -> list[tuple[str, str] | None]:
+    """:meth:`Store.instance_documents` of ``size`` pods grouped by
+    :func:`uids_by_cluster`, from each cluster's ``texts``: the database's documents
+    of its uids, in their order, joined by the separators above. One text a cluster,
+    not a row a pod: rows cost more to hand to Python than the lookups do."""
+    found: list[tuple[str, str] | None] = [None] * size
+    for cluster, (positions, uids) in clusters.items():
+        parts = texts[cluster].split(DOCUMENT_SEPARATOR)
+        if len(parts) != len(uids):
+            raise StoreError(f"instance documents: {len(parts)} read for {len(uids)} pods")
+        for position, part in zip(positions, parts, strict=True):
+            if part:
+                live, _, terminated = part.partition(ARRAY_SEPARATOR)
+                found[position] = (live, terminated)
+    return found
+
+
 def instance_from(values: Sequence[object]) -> StoredInstance:
     row = list(values)
     row[_INSTANCE_IPS] = _decode_ips(str(row[_INSTANCE_IPS]))
@@ -383,20 +483,34 @@ class Store(Protocol):
         instances: Sequence[StoredInstance],
         gone: Sequence[tuple[str, str, str]],
         keep: int,
+        facts: Sequence[PodFacts] = (),
     ) -> None:
         """In one transaction: upsert ``instances`` (a finished one stays as it was),
-        finish the running instances of the pods in ``gone`` (cluster, uid, at), and
-        keep the last ``keep`` finished instances per container of every pod touched."""
+        finish the running instances of the pods in ``gone`` (cluster, uid, at), keep
+        the last ``keep`` finished instances per container of every pod touched, and
+        keep the ``facts`` of pods with instances (for :meth:`export_lines`)."""
 
     async def instances(self, pods: Collection[tuple[str, str]]) -> list[StoredInstance]:
         """The instances of ``pods`` ((cluster, uid) pairs)."""
 
     async def instance_documents(
-        self, pods: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[str, str]]:
-        """The instances of ``pods`` as the search API's JSON: for each pod with any,
-        its ``liveInstances`` and ``terminatedInstances`` arrays, kept ready (rebuilt by
-        :meth:`write_instances` for every pod it touches): one read a pod."""
+        self, pods: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str] | None]:
+        """The instances of ``pods`` as the search API's JSON, in ``pods``' order: for
+        each pod its ``liveInstances`` and ``terminatedInstances`` arrays, kept ready
+        (rebuilt by :meth:`write_instances` for every pod it touches); None for a pod
+        with none. An export reads them by the hundred thousand: the database joins
+        each cluster's documents into one text (see :func:`joined_documents`)."""
+
+    async def export_lines(
+        self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
+    ) -> str:
+        """The export's lines of one cluster's pods, in ``uids``' order, joined by
+        newlines: ``{"result":{"pod":StoragePod}}``, made by the database from the pod's
+        documents and facts and the deployment id given as JSON text (it may change,
+        unlike the facts). A pod without documents is ``EXPORT_FALLBACK`` instead; one without
+        facts (written by an older podindex) is ``EXPORT_FALLBACK`` followed by its
+        live and terminated documents, each after ``EXPORT_FALLBACK`` too."""
 
     async def instance_facets(self) -> list[tuple[str, str, str, str]]:
         """(cluster, uid, container name, image digest or "") of every instance: what

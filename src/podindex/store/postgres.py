@@ -31,6 +31,7 @@ from podindex.store.base import (
     JsonTexts,
     Lease,
     ObjectCodec,
+    PodFacts,
     PodWrite,
     StoreConfigError,
     StoredInstance,
@@ -38,15 +39,19 @@ from podindex.store.base import (
     StoredPod,
     StoreError,
     StoreRejected,
+    export_line_sql,
+    fact_values,
     instance_batch,
     instance_document_sql,
     instance_from,
     instance_order,
+    joined_documents,
     pod_documents,
     redact,
     row_from,
     row_values,
     trim_instances_sql,
+    uids_by_cluster,
     upsert_instance_sql,
 )
 
@@ -157,6 +162,14 @@ MIGRATIONS: tuple[str, ...] = (
         live text NOT NULL, terminated text NOT NULL,
         PRIMARY KEY (cluster, uid)
     );
+    """,
+    # 7: what a pod's export line needs besides its instances and workload, none of
+    # which ever changes for a uid, so the database writes the line (see
+    # export_lines); NULL for pods written before.
+    """
+    ALTER TABLE pod_instances ADD COLUMN pod_id text, ADD COLUMN name_json text,
+        ADD COLUMN namespace_json text, ADD COLUMN cluster_json text,
+        ADD COLUMN created_json text;
     """,
 )
 
@@ -313,9 +326,23 @@ _FINISH_INSTANCES = (
     "WHERE cluster = $2 AND uid = $3 AND finished IS NULL"
 )
 _TRIM_INSTANCES = trim_instances_sql("$1", "$2", "$3")
-_POD_INSTANCES = (
-    "SELECT cluster, uid, live, terminated FROM pod_instances "
-    "WHERE (cluster, uid) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+_JOINED_DOCUMENTS = (
+    "SELECT coalesce(string_agg(coalesce(p.live || chr(31) || p.terminated, ''), chr(30) "
+    "ORDER BY j.n), '') FROM unnest($2::text[]) WITH ORDINALITY AS j (uid, n) "
+    "LEFT JOIN pod_instances p ON p.cluster = $1 AND p.uid = j.uid"
+)
+"""The documents of one cluster's uids as one text: see
+:func:`~podindex.store.base.joined_documents`."""
+_EXPORT_LINES = (
+    "SELECT coalesce(string_agg("
+    + export_line_sql("j.deployment_id", "chr")
+    + ", chr(10) ORDER BY j.n), '') "
+    "FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS j (uid, deployment_id, n) "
+    "LEFT JOIN pod_instances p ON p.cluster = $1 AND p.uid = j.uid"
+)
+_POD_FACTS = (
+    "UPDATE pod_instances SET pod_id = $3, name_json = $4, namespace_json = $5, "
+    "cluster_json = $6, created_json = $7 WHERE cluster = $1 AND uid = $2"
 )
 _UPSERT_POD_INSTANCES = (
     "INSERT INTO pod_instances (cluster, uid, live, terminated) VALUES ($1, $2, $3, $4) "
@@ -560,6 +587,7 @@ class PostgresStore:
         instances: Sequence[StoredInstance],
         gone: Sequence[tuple[str, str, str]],
         keep: int,
+        facts: Sequence[PodFacts] = (),
     ) -> None:
         batch = instance_batch(instances, gone)
         clusters = [cluster for cluster, _ in batch.changed]
@@ -578,6 +606,8 @@ class PostgresStore:
                     found = await conn.fetch(_INSTANCE_OBJECTS, clusters, uids)
                     documents = pod_documents((r[0], r[1], r[2], r[3], r[4]) for r in found)
                     await conn.executemany(_UPSERT_POD_INSTANCES, documents)
+                if facts:
+                    await conn.executemany(_POD_FACTS, fact_values(facts))
 
         await self._run("writing container instances", write)
 
@@ -591,14 +621,24 @@ class PostgresStore:
         return await self._run("reading container instances", read)
 
     async def instance_documents(
-        self, pods: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[str, str]]:
-        clusters = [cluster for cluster, _ in pods]
-        uids = [uid for _, uid in pods]
+        self, pods: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str] | None]:
+        clusters = uids_by_cluster(pods)
 
-        async def read(conn: Any) -> dict[tuple[str, str], tuple[str, str]]:
-            found = await conn.fetch(_POD_INSTANCES, clusters, uids)
-            return {(r[0], r[1]): (r[2], r[3]) for r in found}
+        async def read(conn: Any) -> list[tuple[str, str] | None]:
+            texts = {
+                cluster: await conn.fetchval(_JOINED_DOCUMENTS, cluster, uids)
+                for cluster, (_, uids) in clusters.items()
+            }
+            return joined_documents(len(pods), clusters, texts)
+
+        return await self._run("reading container instances", read)
+
+    async def export_lines(
+        self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
+    ) -> str:
+        async def read(conn: Any) -> str:
+            return str(await conn.fetchval(_EXPORT_LINES, cluster, uids, deployment_ids))
 
         return await self._run("reading container instances", read)
 

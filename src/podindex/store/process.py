@@ -41,6 +41,7 @@ import msgspec
 
 from podindex.store.base import (
     Lease,
+    PodFacts,
     PodWrite,
     Store,
     StoredInstance,
@@ -316,16 +317,22 @@ class ProcessStore:
         instances: Sequence[StoredInstance],
         gone: Sequence[tuple[str, str, str]],
         keep: int,
+        facts: Sequence[PodFacts] = (),
     ) -> None:
-        await self.local.write_instances(instances, gone, keep)
+        await self.local.write_instances(instances, gone, keep, facts)
 
     async def instances(self, pods: Collection[tuple[str, str]]) -> list[StoredInstance]:
         return await self.local.instances(pods)
 
     async def instance_documents(
-        self, pods: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[str, str]]:
+        self, pods: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str] | None]:
         return await self.local.instance_documents(pods)
+
+    async def export_lines(
+        self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
+    ) -> str:
+        return await self.local.export_lines(cluster, uids, deployment_ids)
 
     async def instance_facets(self) -> list[tuple[str, str, str, str]]:
         return await self.local.instance_facets()

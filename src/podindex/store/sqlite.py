@@ -37,6 +37,7 @@ from podindex.store.base import (
     JsonTexts,
     Lease,
     ObjectCodec,
+    PodFacts,
     PodWrite,
     StoreConfigError,
     StoredInstance,
@@ -44,14 +45,18 @@ from podindex.store.base import (
     StoredPod,
     StoreError,
     StoreRejected,
+    export_line_sql,
+    fact_values,
     instance_batch,
     instance_document_sql,
     instance_from,
     instance_order,
+    joined_documents,
     pod_documents,
     row_from,
     row_values,
     trim_instances_sql,
+    uids_by_cluster,
     upsert_instance_sql,
 )
 
@@ -141,6 +146,14 @@ MIGRATIONS: tuple[str, ...] = (
         cluster TEXT NOT NULL, uid TEXT NOT NULL, live TEXT NOT NULL, terminated TEXT NOT NULL,
         PRIMARY KEY (cluster, uid)
     );
+    """,
+    # 7: what a pod's export line needs (see PostgreSQL's 7).
+    """
+    ALTER TABLE pod_instances ADD COLUMN pod_id TEXT;
+    ALTER TABLE pod_instances ADD COLUMN name_json TEXT;
+    ALTER TABLE pod_instances ADD COLUMN namespace_json TEXT;
+    ALTER TABLE pod_instances ADD COLUMN cluster_json TEXT;
+    ALTER TABLE pod_instances ADD COLUMN created_json TEXT;
     """,
 )
 
@@ -528,6 +541,7 @@ class SQLiteStore:
         instances: Sequence[StoredInstance],
         gone: Sequence[tuple[str, str, str]],
         keep: int,
+        facts: Sequence[PodFacts] = (),
     ) -> None:
         batch = instance_batch(instances, gone)
         changed = msgspec.json.encode([list(key) for key in batch.changed]).decode()
@@ -539,6 +553,7 @@ class SQLiteStore:
                 conn.executemany(_TRIM_INSTANCES, [(c, u, keep) for c, u in batch.trimmed])
                 documents = pod_documents(conn.execute(_INSTANCE_OBJECTS, (changed,)))
                 conn.executemany(_UPSERT_POD_INSTANCES, documents)
+                conn.executemany(_POD_FACTS, fact_values(facts))
 
         await self._run(write)
 
@@ -557,14 +572,26 @@ class SQLiteStore:
         return await self._run(read)
 
     async def instance_documents(
-        self, pods: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[str, str]]:
-        keys = msgspec.json.encode([list(key) for key in pods]).decode()
+        self, pods: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str] | None]:
+        clusters = uids_by_cluster(pods)
 
-        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[str, str]]:
-            return {
-                (c, u): (live, done) for c, u, live, done in conn.execute(_POD_INSTANCES, (keys,))
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str] | None]:
+            texts = {
+                cluster: conn.execute(_JOINED_DOCUMENTS, (cluster, _json(uids))).fetchone()[0]
+                for cluster, (_, uids) in clusters.items()
             }
+            return joined_documents(len(pods), clusters, texts)
+
+        return await self._run(read)
+
+    async def export_lines(
+        self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
+    ) -> str:
+        asked = _json([f"{uid}\x1f{d}" for uid, d in zip(uids, deployment_ids, strict=True)])
+
+        def read(conn: sqlite3.Connection) -> str:
+            return str(conn.execute(_EXPORT_LINES, (cluster, asked)).fetchone()[0])
 
         return await self._run(read)
 
@@ -653,9 +680,30 @@ _SAVE_INTEGRATION_HEALTH = (
 
 
 _UPSERT_INSTANCE = upsert_instance_sql(["?"] * len(INSTANCE_COLUMNS))
-_POD_INSTANCES = (
-    "SELECT cluster, uid, live, terminated FROM pod_instances "
-    "WHERE (cluster, uid) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+_JOINED_DOCUMENTS = (
+    # json_each is the LEFT JOIN's left table, so SQLite scans it outermost, in the
+    # array's order, and group_concat joins in that order (3.44's ORDER BY inside an
+    # aggregate would say so explicitly; Debian's is older).
+    "SELECT coalesce(group_concat(coalesce(p.live || char(31) || p.terminated, ''), "
+    "char(30)), '') FROM json_each(?2) j "
+    "LEFT JOIN pod_instances p ON p.cluster = ?1 AND p.uid = j.value"
+)
+"""The documents of one cluster's uids (a JSON array) as one text: see
+:func:`~podindex.store.base.joined_documents`."""
+_ASKED_UID = "substr(j.value, 1, instr(j.value, char(31)) - 1)"
+_ASKED_DEPLOYMENT = "substr(j.value, instr(j.value, char(31)) + 1)"
+_EXPORT_LINES = (
+    # Each asked pod is "uid\x1fdeployment id" (a second array could not be joined
+    # to the first by position without a scan of it per pod); the join's order is
+    # json_each's, as _JOINED_DOCUMENTS says.
+    "SELECT coalesce(group_concat("
+    + export_line_sql(_ASKED_DEPLOYMENT, "char")
+    + f", char(10)), '') FROM json_each(?2) j LEFT JOIN pod_instances p "
+    f"ON p.cluster = ?1 AND p.uid = {_ASKED_UID}"
+)
+_POD_FACTS = (
+    "UPDATE pod_instances SET pod_id = ?3, name_json = ?4, namespace_json = ?5, "
+    "cluster_json = ?6, created_json = ?7 WHERE cluster = ?1 AND uid = ?2"
 )
 _UPSERT_POD_INSTANCES = (
     "INSERT INTO pod_instances (cluster, uid, live, terminated) VALUES (?, ?, ?, ?) "
