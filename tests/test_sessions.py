@@ -108,3 +108,32 @@ def test_a_resume_point_is_an_exact_time_and_the_lines_seen_at_it() -> None:
     assert _seen(stamp, 1, (at, 0)) is False, "a second line of the same time was not seen"
     assert _seen(stamp, 5, (at, None)) is True, "without sinceSeq: the whole instant"
     assert _seen("2026-11-30T13:51:27.000000124Z", 0, (at, None)) is False
+
+
+async def test_input_for_a_session_kubernetes_is_closing_goes_nowhere_quietly() -> None:
+    """The command ended and Kubernetes' side is closing while the client types: the
+    input is dropped (the output side reports the end), not a crash of the session."""
+    from podindex.api import sessions
+
+    messages = [
+        {"type": "websocket.receive", "text": '{"type": "input", "data": "ls /\\n"}'},
+        {"type": "websocket.receive", "text": '{"type": "input", "data": "more"}'},
+        {"type": "websocket.disconnect"},
+    ]
+
+    class Client:
+        async def receive(self) -> dict[str, str]:
+            return messages.pop(0)
+
+    class Closing:
+        async def stdin(self, data: bytes) -> None:
+            raise ConnectionResetError("Cannot write to closing transport")
+
+    sent: list[object] = []
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    await sessions._forward_input(Client(), Closing(), send)  # type: ignore[arg-type]
+    assert messages == [], "the client's messages were read until it went"
+    assert sent == [], "nothing is answered for input that could not be delivered"

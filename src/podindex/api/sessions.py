@@ -428,13 +428,21 @@ async def _forward_input(websocket: WebSocket, stream: pods.ExecStream, send: _S
         except msgspec.DecodeError:
             decoded = None
         kind = decoded.get("type") if isinstance(decoded, dict) else None
-        if kind == "input" and isinstance(decoded.get("data"), str):
-            await stream.stdin(decoded["data"].encode())
-        elif kind == "resize" and _size(decoded.get("cols")) and _size(decoded.get("rows")):
-            await stream.resize(decoded["cols"], decoded["rows"])
-        elif kind == "close":
-            await stream.close_stdin()
-        else:
+        try:
+            if kind == "input" and isinstance(decoded.get("data"), str):
+                await stream.stdin(decoded["data"].encode())
+            elif kind == "resize" and _size(decoded.get("cols")) and _size(decoded.get("rows")):
+                await stream.resize(decoded["cols"], decoded["rows"])
+            elif kind == "close":
+                await stream.close_stdin()
+            else:
+                kind = None
+        except ConnectionResetError:
+            # Kubernetes' side is closing (the command ended): its output says how;
+            # what the client sends until then goes nowhere.
+            await _until_closed(websocket)
+            return
+        if kind is None:
             await send(
                 {
                     "type": "error",
