@@ -111,7 +111,7 @@ http {
 
 def ensure_tools() -> None:
     """nginx and wrk, from apt when missing (benchmarks run on demand, never in CI)."""
-    missing = [tool for tool in ("nginx", "wrk") if not _which(tool)]
+    missing = [tool for tool in ("nginx", "wrk") if not which_tool(tool)]
     if not missing:
         return
     note(f"installing {' '.join(missing)} with apt-get ...")
@@ -124,7 +124,7 @@ def ensure_tools() -> None:
     )
 
 
-def _which(tool: str) -> str | None:
+def which_tool(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
@@ -162,7 +162,7 @@ def tree_cpu(pid: int) -> float:
 
 def run_wrk(port: int, script: Path, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     cmd = [
-        _which("wrk") or "wrk",
+        which_tool("wrk") or "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
         f"-d{args.duration}s",
@@ -192,7 +192,7 @@ def start_nginx(work: Path, workers: str) -> tuple[subprocess.Popen[bytes], int]
     conf = work / f"nginx-{workers}.conf"
     (work / "tmp").mkdir(exist_ok=True)
     conf.write_text(NGINX_CONF % {"workers": workers, "dir": work, "port": port})
-    proc = subprocess.Popen([_which("nginx") or "nginx", "-c", str(conf), "-p", str(work)])
+    proc = subprocess.Popen([which_tool("nginx") or "nginx", "-c", str(conf), "-p", str(work)])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

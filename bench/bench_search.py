@@ -46,6 +46,7 @@ from _common import (
     wait_ready,
     write_results,
 )
+from bench_http import start_nginx, stop, which_tool
 
 TARGET_P99_MS = 20.0
 TARGET_EXPORT_PODS_PER_S = 50_000
@@ -151,14 +152,19 @@ class RssSampler:
         self._task.cancel()
 
 
-async def export_once(base: str, query: str, pid: int) -> dict[str, float]:
+async def export_once(
+    base: str, query: str, pid: int, keep: Path | None = None, url: str = ""
+) -> dict[str, float]:
+    """One export read to the end; ``keep``: a file for its body; ``url``: read that
+    instead (the same bytes from nginx: what this client can read at most)."""
     before = rss_kb(pid)
+    kept = keep.open("wb") if keep is not None else None
     async with aiohttp.ClientSession() as session:
         with RssSampler(pid) as sampler:
             started = time.perf_counter()
             count = 0
             async with session.get(
-                base + "/v1/export/pods", params={"query": query}, timeout=None
+                url or base + "/v1/export/pods", params={"query": query}, timeout=None
             ) as response:
                 assert response.status == 200, await response.text()
                 async for line in response.content:
@@ -166,7 +172,11 @@ async def export_once(base: str, query: str, pid: int) -> dict[str, float]:
                         count += 1
                     else:
                         raise AssertionError(line[:200])
+                    if kept is not None:
+                        kept.write(line)
             seconds = time.perf_counter() - started
+    if kept is not None:
+        kept.close()
     return {
         "pods": count,
         "seconds": seconds,
@@ -216,8 +226,12 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
             session.get(base + "/v1/pods", params={"pagination.limit": "1"}) as response,
         ):
             namespace = (await response.json())["pods"][0]["namespace"]
+        body = work / "body.json"
         for label, query in (("all pods", ""), ("one namespace", f'Namespace:"{namespace}"')):
-            runs = [await export_once(base, query, pid) for _ in range(args.runs)]
+            runs = [
+                await export_once(base, query, pid, keep=body if not query and not n else None)
+                for n in range(args.runs)
+            ]
             results[label] = {
                 "pods": runs[0]["pods"],
                 "pods_per_s": median(r["pods_per_s"] for r in runs),
@@ -226,6 +240,21 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
                 "runs": runs,
             }
             note(f"export {label}: {results[label]}")
+        if which_tool("nginx"):  # the same bytes from nginx: this client's ceiling, this hour
+            nginx, nginx_port = start_nginx(work, "1")
+            try:
+                url = f"http://127.0.0.1:{nginx_port}/pod"
+                runs = [await export_once(base, "", pid, url=url) for _ in range(args.runs)]
+            finally:
+                stop(nginx)
+            results["nginx, the same body"] = {
+                "pods": runs[0]["pods"],
+                "pods_per_s": median(r["pods_per_s"] for r in runs),
+                "rss_growth_mb": 0.0,
+                "first_rss_growth_mb": 0.0,
+                "runs": runs,
+            }
+            note(f"nginx: {results['nginx, the same body']}")
         return results
     finally:
         for proc in (server, sim):
@@ -281,6 +310,10 @@ def main() -> None:
             f"target >= {TARGET_EXPORT_PODS_PER_S:,} pods/s: {'met' if rate_ok else 'missed'}; "
             f"peak RSS growth <= {TARGET_EXPORT_RSS_MB} MB: {'met' if rss_ok else 'missed'}"
         )
+        ceiling = exported.get("nginx, the same body")
+        if ceiling:
+            ratio = full["pods_per_s"] / ceiling["pods_per_s"]
+            print(f"podindex / nginx serving the same body to the same client: {ratio:.2f}")
     write_results("search", results)
 
 
