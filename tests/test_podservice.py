@@ -553,7 +553,7 @@ async def test_an_export_chunk_writes_every_kind_of_pod_as_the_api_does(store: S
     tracker.observe(key, pod)
     entries = [pods[uid][2] for uid in uids] + [other[2]]
     fallbacks = await store.export_lines("c1", ["older", "nothing"], ["null", "null"])
-    assert [line[:1] for line in fallbacks.split("\n")] == ["\x1f", "\x1f"]
+    assert [line[:1] for line in fallbacks.split(b"\n")] == [b"\x1f", b"\x1f"]
 
     body = await export_chunk(tracker, entries)
 

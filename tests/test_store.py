@@ -590,7 +590,7 @@ async def test_export_lines_are_written_by_the_database_in_the_order_asked(
     text = await store.export_lines(
         "c1", ["p2", "none", "p1", "old"], ['"dep-2"', "null", "null", '"dep-old"']
     )
-    p2, missing, p1, old = text.split("\n")
+    p2, missing, p1, old = text.split(b"\n")
     assert msgspec.json.decode(p2) == {
         "result": {
             "pod": {
@@ -616,7 +616,7 @@ async def test_export_lines_are_written_by_the_database_in_the_order_asked(
     assert missing == EXPORT_FALLBACK, "no documents: the caller writes the line"
     # Written without facts (an older podindex): its documents, for the caller.
     marker, live, terminated = old.split(EXPORT_FALLBACK)
-    assert marker == "" and msgspec.json.decode(live)[0]["instanceId"]["id"] == "c"
+    assert marker == b"" and msgspec.json.decode(live)[0]["instanceId"]["id"] == "c"
     assert msgspec.json.decode(terminated) == []
     # Facts are kept when a later write (a pod gone) brings none.
     await store.write_instances([], [("c1", "p1", "2026-11-30T11:00:00Z")], 10)

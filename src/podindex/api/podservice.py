@@ -187,10 +187,10 @@ async def export_chunk(tracker: InstanceTracker, chunk: Sequence[Entry]) -> byte
     if not queued and len(texts) == 1:
         (text,) = texts.values()
         if EXPORT_FALLBACK not in text:  # nearly always: the database's text is the body
-            return text.encode() + b"\n"
-    lines: list[str | None] = [None] * len(chunk)
+            return text + b"\n"
+    lines: list[bytes | None] = [None] * len(chunk)
     for cluster, positions in clusters.items():
-        parts = texts[cluster].split("\n")
+        parts = texts[cluster].split(b"\n")
         if len(parts) != len(positions):
             raise StoreError(f"export: {len(parts)} lines read for {len(positions)} pods")
         for position, part in zip(positions, parts, strict=True):
@@ -201,12 +201,12 @@ async def export_chunk(tracker: InstanceTracker, chunk: Sequence[Entry]) -> byte
         if line is None:
             out.append(export_line(entry, merged.get(entry.key)))
         elif line.startswith(EXPORT_FALLBACK):
-            documents = line.split(EXPORT_FALLBACK)  # "", or "", live, terminated
+            documents = line.split(EXPORT_FALLBACK)  # b"", or b"", live, terminated
             out.append(
                 export_line(entry, (documents[1], documents[2]) if len(documents) == 3 else None)
             )
         else:
-            out.append(line.encode())
+            out.append(line)
     return b"".join(line + b"\n" for line in out)
 
 

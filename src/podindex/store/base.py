@@ -236,7 +236,7 @@ class PodFacts(NamedTuple):
     created: str | None
 
 
-EXPORT_FALLBACK = "\x1f"
+EXPORT_FALLBACK = b"\x1f"
 """Starts the part of :meth:`Store.export_lines` the caller writes itself."""
 
 
@@ -273,7 +273,7 @@ def export_line_sql(deployment_id: str, char: str) -> str:
     """The text of one pod's export line from ``pod_instances`` ``p`` (see
     :meth:`Store.export_lines`); ``deployment_id``: the expression of the JSON text
     of the id given, ``char``: the backend's function from a code point to a character."""
-    fallback = f"{char}({ord(EXPORT_FALLBACK)})"
+    fallback = f"{char}({EXPORT_FALLBACK[0]})"
     return (
         f"CASE WHEN p.uid IS NULL THEN {fallback} "
         f"WHEN p.pod_id IS NULL THEN {fallback} || p.live || {fallback} || p.terminated "
@@ -504,7 +504,7 @@ class Store(Protocol):
 
     async def export_lines(
         self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
-    ) -> str:
+    ) -> bytes:
         """The export's lines of one cluster's pods, in ``uids``' order, joined by
         newlines: ``{"result":{"pod":StoragePod}}``, made by the database from the pod's
         documents and facts and the deployment id given as JSON text (it may change,

@@ -334,9 +334,9 @@ _JOINED_DOCUMENTS = (
 """The documents of one cluster's uids as one text: see
 :func:`~podindex.store.base.joined_documents`."""
 _EXPORT_LINES = (
-    "SELECT coalesce(string_agg("
+    "SELECT convert_to(coalesce(string_agg("
     + export_line_sql("j.deployment_id", "chr")
-    + ", chr(10) ORDER BY j.n), '') "
+    + ", chr(10) ORDER BY j.n), ''), 'UTF8') "
     "FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS j (uid, deployment_id, n) "
     "LEFT JOIN pod_instances p ON p.cluster = $1 AND p.uid = j.uid"
 )
@@ -636,9 +636,9 @@ class PostgresStore:
 
     async def export_lines(
         self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
-    ) -> str:
-        async def read(conn: Any) -> str:
-            return str(await conn.fetchval(_EXPORT_LINES, cluster, uids, deployment_ids))
+    ) -> bytes:
+        async def read(conn: Any) -> bytes:
+            return bytes(await conn.fetchval(_EXPORT_LINES, cluster, uids, deployment_ids))
 
         return await self._run("reading container instances", read)
 

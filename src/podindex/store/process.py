@@ -331,7 +331,7 @@ class ProcessStore:
 
     async def export_lines(
         self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
-    ) -> str:
+    ) -> bytes:
         return await self.local.export_lines(cluster, uids, deployment_ids)
 
     async def instance_facets(self) -> list[tuple[str, str, str, str]]:

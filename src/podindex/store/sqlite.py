@@ -587,11 +587,11 @@ class SQLiteStore:
 
     async def export_lines(
         self, cluster: str, uids: Sequence[str], deployment_ids: Sequence[str]
-    ) -> str:
+    ) -> bytes:
         asked = _json([f"{uid}\x1f{d}" for uid, d in zip(uids, deployment_ids, strict=True)])
 
-        def read(conn: sqlite3.Connection) -> str:
-            return str(conn.execute(_EXPORT_LINES, (cluster, asked)).fetchone()[0])
+        def read(conn: sqlite3.Connection) -> bytes:
+            return bytes(conn.execute(_EXPORT_LINES, (cluster, asked)).fetchone()[0])
 
         return await self._run(read)
 
@@ -696,9 +696,11 @@ _EXPORT_LINES = (
     # Each asked pod is "uid\x1fdeployment id" (a second array could not be joined
     # to the first by position without a scan of it per pod); the join's order is
     # json_each's, as _JOINED_DOCUMENTS says.
-    "SELECT coalesce(group_concat("
+    # As a BLOB: Python takes the bytes as they are, where text is decoded (and the
+    # response encodes it again).
+    "SELECT CAST(coalesce(group_concat("
     + export_line_sql(_ASKED_DEPLOYMENT, "char")
-    + f", char(10)), '') FROM json_each(?2) j LEFT JOIN pod_instances p "
+    + f", char(10)), '') AS BLOB) FROM json_each(?2) j LEFT JOIN pod_instances p "
     f"ON p.cluster = ?1 AND p.uid = {_ASKED_UID}"
 )
 _POD_FACTS = (
