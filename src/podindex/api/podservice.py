@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import msgspec
@@ -349,30 +350,42 @@ def routes(service: Service) -> list[Route]:
     async def _lines(
         entries: list[Entry], first: bytes, deadline: float | None, seconds: int
     ) -> AsyncIterator[bytes]:
-        # The next chunk is read while this one is sent: the database works on its
-        # own thread (or process), in parallel.
-        rest = range(EXPORT_CHUNK, len(entries), EXPORT_CHUNK)
-        reading: asyncio.Future[bytes] | None = None
+        # Two chunks are read ahead while one is sent: the next one's lines are made
+        # by the database (its own thread or process) while this process asks for
+        # the one after, so the two work in parallel. Two chunks: memory stays flat.
+        starts = iter(range(EXPORT_CHUNK, len(entries), EXPORT_CHUNK))
+        reading: deque[asyncio.Future[bytes]] = deque()
+
+        def read_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                chunk = entries[start : start + EXPORT_CHUNK]
+                reading.append(asyncio.ensure_future(export_chunk(service.instances, chunk)))
+
+        read_next()
+        read_next()
         body = first
         try:
-            for start in rest:
-                chunk = entries[start : start + EXPORT_CHUNK]
-                reading = asyncio.ensure_future(export_chunk(service.instances, chunk))
-                yield body
+            while True:
+                if body:
+                    yield body
+                if not reading:
+                    return
                 if deadline is not None and time.monotonic() > deadline:
                     yield stream_error_line(
                         DEADLINE_EXCEEDED, f"deadline exceeded: export ran past {seconds}s"
                     )
                     return
-                body, reading = await reading, None
-            if body:
-                yield body
+                body = await reading.popleft()
+                read_next()
         except StoreError as exc:
             log.warning("pod export: history store failed mid-stream: %s", exc)
             yield stream_error_line(UNAVAILABLE, "the history store became unavailable")
         finally:
-            if reading is not None:
-                reading.cancel()
+            for future in reading:
+                if future.done() and not future.cancelled():
+                    future.exception()  # read: a failure after the one reported is no news
+                future.cancel()
 
     return [
         Route("/v1/pods", rpc(pods), methods=["GET"]),
