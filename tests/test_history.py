@@ -77,7 +77,7 @@ class Picky(Outage):
     """A real store that refuses any batch holding the pod ``uid-poison`` (bad data)."""
 
     async def write(self, batch: Sequence[PodWrite]) -> None:
-        if any(w.row.uid == "uid-poison" for w in batch):
+        if any(w.key[1] == "uid-poison" for w in batch):
             raise StoreRejected("invalid byte sequence (test)")
         await super().write(batch)
 

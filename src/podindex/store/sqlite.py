@@ -29,12 +29,16 @@ from typing import Any, TypeVar
 import msgspec
 
 from podindex.store.base import (
+    CLUSTER,
     INSTANCE_COLUMNS,
     INTEGRATION_COLUMNS,
+    IPS,
+    IS_DEAD,
+    LAST_SEEN,
     LEASE_COLUMNS,
     POD_COLUMNS,
+    UID,
     UPDATED_COLUMNS,
-    JsonTexts,
     Lease,
     ObjectCodec,
     PodWrite,
@@ -50,7 +54,6 @@ from podindex.store.base import (
     instance_order,
     pod_documents,
     row_from,
-    row_values,
     trim_instances_sql,
     upsert_instance_sql,
 )
@@ -339,34 +342,24 @@ class SQLiteStore:
 
     def _prepare(self, batch: Sequence[PodWrite]) -> _Prepared:
         compress = self._preparer_codec.compress
-        texts = JsonTexts()
         rows: list[tuple[object, ...]] = []
         live: list[tuple[object, ...]] = []
+        objects: list[tuple[str, str, bytes]] = []
+        opened: list[tuple[str, str, str, float]] = []
+        closed: list[tuple[float, str, str, str]] = []
         # A pod twice in a batch is written in order, by the upsert alone.
-        once = len({(w.row.cluster, w.row.uid) for w in batch}) == len(batch)
+        once = len({(w.values[CLUSTER], w.values[UID]) for w in batch}) == len(batch)
         for w in batch:
-            values = row_values(w.row, texts)
-            (live if once and _is_live(w) else rows).append(values)
-        return (
-            rows,
-            live,
-            [
-                (w.row.cluster, w.row.uid, compress(w.pod_obj))
-                for w in batch
-                if w.pod_obj is not None
-            ],
-            [
-                (w.row.cluster, w.row.uid, ip, w.lease_from)
-                for w in batch
-                if w.acquired
-                for ip in w.lease_ips
-            ],
-            [
-                (w.row.last_seen, w.row.cluster, w.row.uid, _json(w.row.ips))
-                for w in batch
-                if w.released
-            ],
-        )
+            values = w.values
+            cluster, uid = values[CLUSTER], values[UID]
+            (live if once and w.known and not values[IS_DEAD] else rows).append(values)
+            if w.pod_obj is not None:
+                objects.append((cluster, uid, compress(w.pod_obj)))  # type: ignore[arg-type]
+            if w.acquired:
+                opened.extend((cluster, uid, ip, w.lease_from) for ip in w.lease_ips)  # type: ignore[misc]
+            if w.released:
+                closed.append((values[LAST_SEEN], cluster, uid, values[IPS]))  # type: ignore[arg-type]
+        return rows, live, objects, opened, closed
 
     async def load_live(
         self, clusters: Collection[str] | None = None
@@ -671,10 +664,6 @@ _FINISH_INSTANCES = (
     "UPDATE container_instances SET finished = ? WHERE cluster = ? AND uid = ? AND finished IS NULL"
 )
 _TRIM_INSTANCES = trim_instances_sql("?1", "?2", "?3")
-
-
-def _is_live(w: PodWrite) -> bool:
-    return w.known and not w.row.is_dead
 
 
 def _json(values: Collection[str]) -> str:
