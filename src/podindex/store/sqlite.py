@@ -66,9 +66,11 @@ _Prepared = tuple[
     list[tuple[str, str, bytes]],
     list[tuple[str, str, str, float]],
     list[tuple[float, str, str, str]],
+    list[tuple[float, str, str]],
 ]
 """Parameters of one batch's statements: rows to upsert, rows of known live pods
-to update (see ``_UPDATE_LIVE``), objects, leases opened and closed."""
+to update (see ``_UPDATE_LIVE``), objects, leases opened, leases closed but those
+on some IPs, and every open lease closed (of pods left holding none)."""
 
 CHECKPOINT_INTERVAL = 1.0
 WAL_LIMIT_PAGES = 65536  # 256 MB of 4 KB pages
@@ -186,6 +188,10 @@ _CLOSE_LEASES = (
     "UPDATE leases SET held_to = ? WHERE cluster = ? AND uid = ? AND held_to IS NULL "
     "AND ip NOT IN (SELECT value FROM json_each(?))"
 )
+_CLOSE_ALL_LEASES = (
+    "UPDATE leases SET held_to = ? WHERE cluster = ? AND uid = ? AND held_to IS NULL"
+)
+"""``_CLOSE_LEASES`` for a pod left holding no IP (a dead one): no JSON to read."""
 
 
 def database_path(url: str) -> str:
@@ -322,7 +328,7 @@ class SQLiteStore:
         )
 
     async def write_prepared(self, prepared: Sequence[Any]) -> None:
-        rows, live, objects, opened, closed = prepared
+        rows, live, objects, opened, closed, closed_all = prepared
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -336,6 +342,7 @@ class SQLiteStore:
                 conn.executemany(_UPSERT_OBJECT, objects)
                 conn.executemany(_OPEN_LEASE, opened)
                 conn.executemany(_CLOSE_LEASES, closed)
+                conn.executemany(_CLOSE_ALL_LEASES, closed_all)
 
         await self._run(write)
         await self._checkpoint_if_due()
@@ -347,7 +354,9 @@ class SQLiteStore:
         objects: list[tuple[str, str, bytes]] = []
         opened: list[tuple[str, str, str, float]] = []
         closed: list[tuple[float, str, str, str]] = []
-        # A pod twice in a batch is written in order, by the upsert alone.
+        closed_all: list[tuple[float, str, str]] = []
+        # A pod twice in a batch is written in order, by the upsert alone (and
+        # its leases closed in order, by one statement).
         once = len({(w.values[CLUSTER], w.values[UID]) for w in batch}) == len(batch)
         for w in batch:
             values = w.values
@@ -358,8 +367,11 @@ class SQLiteStore:
             if w.acquired:
                 opened.extend((cluster, uid, ip, w.lease_from) for ip in w.lease_ips)  # type: ignore[misc]
             if w.released:
-                closed.append((values[LAST_SEEN], cluster, uid, values[IPS]))  # type: ignore[arg-type]
-        return rows, live, objects, opened, closed
+                if once and values[IPS] == "[]":  # it holds none: every open lease closes
+                    closed_all.append((values[LAST_SEEN], cluster, uid))  # type: ignore[arg-type]
+                else:
+                    closed.append((values[LAST_SEEN], cluster, uid, values[IPS]))  # type: ignore[arg-type]
+        return rows, live, objects, opened, closed, closed_all
 
     async def load_live(
         self, clusters: Collection[str] | None = None
