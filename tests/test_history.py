@@ -77,7 +77,7 @@ class Picky(Outage):
     """A real store that refuses any batch holding the pod ``uid-poison`` (bad data)."""
 
     async def write(self, batch: Sequence[PodWrite]) -> None:
-        if any(w.row.uid == "uid-poison" for w in batch):
+        if any(w.key[1] == "uid-poison" for w in batch):
             raise StoreRejected("invalid byte sequence (test)")
         await super().write(batch)
 
@@ -274,6 +274,36 @@ def test_stored_row_fields_are_the_columns() -> None:
 
     assert POD_COLUMNS[:4] == ("cluster", "uid", "namespace", "name")
     assert "is_dead" in POD_COLUMNS and len(POD_COLUMNS) == len(StoredPod.__struct_fields__)
+
+
+def test_a_writes_row_values_are_its_stored_rows() -> None:
+    """The writer builds the bound values in one pass: they are ``row_values`` of the row."""
+    from podindex.history import row_values_of
+    from podindex.store.base import JsonTexts, row_from, row_values
+
+    index = Index()
+    index.changes = []
+    index.upsert_pod(C, pod(1, node="n7"), 1000.0)
+    (change,) = index.changes
+    for dead in (False, True):
+        values = row_values_of(change.record, 1500.0, dead, "agent-time", JsonTexts())
+        row = row_from(values)
+        assert row_values(row) == values
+        assert (row.cluster, row.uid, row.namespace, row.name, row.node) == (
+            C,
+            "uid-1",
+            "ns",
+            "p-1",
+            "n7",
+        )
+        assert row.ips == (() if dead else ("10.0.0.2",)) and row.pod_ip == "10.0.0.2"
+        assert (row.labels, row.phase, row.started_at) == (
+            {"app": "p"},
+            "Running",
+            "2024-05-01T10:00:01Z",
+        )
+        assert (row.first_seen, row.last_seen, row.is_dead) == (1500.0, 1500.0, dead)
+        assert row.deleted_at == (1500.0 if dead else None) and row.time_stamp == "agent-time"
 
 
 async def test_the_lease_book_follows_the_index_and_matches_the_store(store: Store) -> None:

@@ -82,8 +82,8 @@ def write(
     obj: bytes | None = b"x",
     known: bool = False,
 ) -> PodWrite:
-    return PodWrite(
-        row=r,
+    return PodWrite.of(
+        r,
         pod_obj=obj,
         acquired=acquired,
         released=released or r.is_dead,

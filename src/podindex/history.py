@@ -38,12 +38,21 @@ import msgspec
 from podindex.identity import controller_of
 from podindex.index import AGENT, Change, Index, PodRecord
 from podindex.model import Pod, PodIP, PodKey, Workload
-from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError, StoreRejected
+from podindex.store.base import (
+    JsonTexts,
+    Lease,
+    PodWrite,
+    Store,
+    StoredPod,
+    StoreError,
+    StoreRejected,
+)
 
 log = logging.getLogger("podindex.history")
 _K = TypeVar("_K")
 
 _encode_pod = msgspec.json.Encoder().encode
+_encode_ips = msgspec.json.Encoder().encode
 _decode_pod = msgspec.json.Decoder(Pod).decode
 
 
@@ -80,41 +89,46 @@ def parse_instant(value: str | float | int) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
-def stored_row(record: PodRecord, at: float, dead: bool, time_stamp: str = "") -> StoredPod:
-    """The store's row for a pod as the index keeps it."""
+def row_values_of(
+    record: PodRecord, at: float, dead: bool, time_stamp: str, texts: JsonTexts
+) -> tuple[object, ...]:
+    """The store's row for a pod as the index keeps it: :func:`~podindex.store.base.row_values`
+    of its :class:`~podindex.store.base.StoredPod`, built in one pass (maps' JSON from ``texts``)."""
     pod = record.pod
     meta = pod.metadata
     status = pod.status
+    spec = pod.spec
     owner = controller_of(meta)
     workload = record.workload
-    return StoredPod(
-        cluster=record.key[0],
-        uid=record.key[1],
-        namespace=meta.namespace,
-        name=meta.name,
-        node=pod.spec.nodeName,
-        ips=() if dead else record.ips,
-        pod_ip=status.podIP or (record.ips[0] if record.ips else ""),
-        phase=status.phase,
-        host_network=pod.spec.hostNetwork,
-        labels=meta.labels,
-        annotations=meta.annotations,
-        workload_identity=workload.identity,
-        identity_source=workload.identity_source,
-        workload_kind=workload.kind,
-        workload_name=workload.name,
-        selector_labels=workload.selector_labels,
-        owner_kind=owner.kind if owner is not None else "",
-        owner_name=owner.name if owner is not None else "",
-        created_at=meta.creationTimestamp or "",
-        started_at=status.startTime or "",
-        first_seen=at,
-        last_seen=at,
-        deleted_at=at if dead else None,
-        is_dead=dead,
-        source=record.source,
-        resource_version=record.resource_version,
-        time_stamp=time_stamp,
+    held = record.ips
+    return (
+        record.key[0],
+        record.key[1],
+        meta.namespace,
+        meta.name,
+        spec.nodeName,
+        "[]" if dead or not held else _encode_ips(held).decode(),
+        status.podIP or (held[0] if held else ""),
+        status.phase,
+        spec.hostNetwork,
+        texts(meta.labels),
+        texts(meta.annotations),
+        workload.identity,
+        workload.identity_source,
+        workload.kind,
+        workload.name,
+        texts(workload.selector_labels),
+        owner.kind if owner is not None else "",
+        owner.name if owner is not None else "",
+        meta.creationTimestamp or "",
+        status.startTime or "",
+        at,
+        at,
+        at if dead else None,
+        dead,
+        record.source,
+        record.resource_version,
+        time_stamp,
     )
 
 
@@ -443,10 +457,13 @@ class HistoryWriter:
         so their order does not matter.
         """
         self._used = {}
+        texts = JsonTexts()  # the index shares equal maps among pods: each encoded once
         in_flight: deque[asyncio.Future[None]] = deque()
         try:
             for start in range(0, len(changes), self.batch_size):
-                chunk = [self._write_of(c, now) for c in changes[start : start + self.batch_size]]
+                chunk = [
+                    self._write_of(c, now, texts) for c in changes[start : start + self.batch_size]
+                ]
                 if len(in_flight) == 2:
                     await in_flight.popleft()
                 in_flight.append(asyncio.ensure_future(self.store.write(chunk)))
@@ -545,28 +562,28 @@ class HistoryWriter:
         self.stats.resyncs += 1
         log.warning("history: resynced %d pods of %s from the index", written, sorted(scopes))
 
-    def _write_of(self, change: Change, now: float) -> PodWrite:
+    def _write_of(self, change: Change, now: float, texts: JsonTexts) -> PodWrite:
         record = change.record
         at = change.at or now
-        attached = self._objects.get(record.key)
         obj, time_stamp = b"", ""
-        if attached is not None:
-            self._used[record.key] = attached
-            obj, time_stamp = attached
-        row = stored_row(record, at, change.dead, time_stamp)
-        lease_from = (change.acquired_at or lease_start(change, at)) if change.acquired else at
+        if self._objects:
+            attached = self._objects.get(record.key)
+            if attached is not None:
+                self._used[record.key] = attached
+                obj, time_stamp = attached
+        acquired = change.acquired
         return PodWrite(
-            row=row,
+            row_values_of(record, at, change.dead, time_stamp, texts),
             # The object when first seen and when gone (what detail views of
             # history show); between the two the row's columns follow every
             # change, and the live pod is in memory. Writing it on every change
             # cost a third of each update (measured 28 of 115 µs a row).
-            pod_obj=obj or (_encode_pod(record.pod) if change.first or change.dead else None),
-            acquired=change.acquired,
-            released=change.released or change.dead,
-            lease_from=lease_from,
-            lease_ips=record.ips if change.acquired else (),
-            known=not change.first,
+            obj or (_encode_pod(record.pod) if change.first or change.dead else None),
+            acquired,
+            change.released or change.dead,
+            (change.acquired_at or lease_start(change, at)) if acquired else at,
+            record.ips if acquired else (),
+            not change.first,
         )
 
     def _settle(self, taken: int) -> None:

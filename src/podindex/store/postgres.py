@@ -26,9 +26,10 @@ import msgspec
 from podindex.store.base import (
     INSTANCE_COLUMNS,
     INTEGRATION_COLUMNS,
+    IPS,
+    LAST_SEEN,
     LEASE_COLUMNS,
     POD_COLUMNS,
-    JsonTexts,
     Lease,
     ObjectCodec,
     PodFacts,
@@ -49,7 +50,6 @@ from podindex.store.base import (
     pod_documents,
     redact,
     row_from,
-    row_values,
     trim_instances_sql,
     uids_by_cluster,
     upsert_instance_sql,
@@ -185,7 +185,6 @@ _JSON = frozenset({"ips", "labels", "annotations", "selector_labels"})
 _FLOAT = frozenset({"first_seen", "last_seen", "deleted_at"})
 _BOOL = frozenset({"host_network", "is_dead"})
 _FIRST_SEEN = POD_COLUMNS.index("first_seen")
-_IPS = POD_COLUMNS.index("ips")
 
 
 def _batch_type(column: str) -> str:
@@ -778,12 +777,11 @@ class _Batch:
         self.closes: list[_Round] = []
         self.opening = self.closing = self.objects = False
         records = self.records
-        texts = JsonTexts()
         for w in batch:
-            r = w.row
-            key = (r.cluster, r.uid)
-            values = _without_nul(row_values(r, texts))
-            ips = cast(str, values[_IPS])
+            values = _without_nul(w.values)
+            key = cast(tuple[str, str], values[:2])
+            ips = cast(str, values[IPS])
+            last_seen = cast(float, values[LAST_SEEN])
             obj = None if w.pod_obj is None else compress(w.pod_obj)
             self.objects = self.objects or obj is not None
             acquired = w.acquired and bool(w.lease_ips)
@@ -796,11 +794,11 @@ class _Batch:
                 records[key] = (
                     *values,
                     *((w.lease_from, lease_ips) if acquired else (None, None)),
-                    *((r.last_seen, ips) if w.released else (None, None)),
+                    *((last_seen, ips) if w.released else (None, None)),
                     obj,
                 )
                 continue
-            first_seen = min(cast(float, before[_FIRST_SEEN]), r.first_seen)
+            first_seen = min(cast(float, before[_FIRST_SEEN]), cast(float, values[_FIRST_SEEN]))
             opened, closed = before[_OPENED : _OPENED + 2], before[_OPENED + 2 : _OBJ]
             if acquired:
                 if opened[0] is None:
@@ -809,9 +807,9 @@ class _Batch:
                     _later(self.opens, key, (w.lease_from, lease_ips))
             if w.released:
                 if closed[0] is None:
-                    closed = (r.last_seen, ips)
+                    closed = (last_seen, ips)
                 else:
-                    _later(self.closes, key, (r.last_seen, ips))
+                    _later(self.closes, key, (last_seen, ips))
             records[key] = (
                 *values[:_FIRST_SEEN],
                 first_seen,
@@ -838,10 +836,11 @@ def _without_nul(values: tuple[object, ...]) -> tuple[object, ...]:
 
 
 def _lease_ips(w: PodWrite, row_ips: str) -> str:
-    """``w.lease_ips`` as JSON, each IP once (``row_ips`` is ``w.row.ips`` as JSON)."""
+    """``w.lease_ips`` as JSON, each IP once (``row_ips``: the row's IPs as JSON)."""
     if len(set(w.lease_ips)) < len(w.lease_ips):
         return _json(tuple(dict.fromkeys(w.lease_ips)))
-    return row_ips if w.lease_ips == w.row.ips else _json(w.lease_ips)
+    text = _json(w.lease_ips)
+    return row_ips if text == row_ips else text  # mostly the same: one string kept
 
 
 def _json(ips: tuple[str, ...]) -> str:

@@ -29,12 +29,16 @@ from typing import Any, TypeVar
 import msgspec
 
 from podindex.store.base import (
+    CLUSTER,
     INSTANCE_COLUMNS,
     INTEGRATION_COLUMNS,
+    IPS,
+    IS_DEAD,
+    LAST_SEEN,
     LEASE_COLUMNS,
     POD_COLUMNS,
+    UID,
     UPDATED_COLUMNS,
-    JsonTexts,
     Lease,
     ObjectCodec,
     PodFacts,
@@ -54,7 +58,6 @@ from podindex.store.base import (
     joined_documents,
     pod_documents,
     row_from,
-    row_values,
     trim_instances_sql,
     uids_by_cluster,
     upsert_instance_sql,
@@ -68,9 +71,11 @@ _Prepared = tuple[
     list[tuple[str, str, bytes]],
     list[tuple[str, str, str, float]],
     list[tuple[float, str, str, str]],
+    list[tuple[float, str, str]],
 ]
 """Parameters of one batch's statements: rows to upsert, rows of known live pods
-to update (see ``_UPDATE_LIVE``), objects, leases opened and closed."""
+to update (see ``_UPDATE_LIVE``), objects, leases opened, leases closed but those
+on some IPs, and every open lease closed (of pods left holding none)."""
 
 CHECKPOINT_INTERVAL = 1.0
 WAL_LIMIT_PAGES = 65536  # 256 MB of 4 KB pages
@@ -196,6 +201,10 @@ _CLOSE_LEASES = (
     "UPDATE leases SET held_to = ? WHERE cluster = ? AND uid = ? AND held_to IS NULL "
     "AND ip NOT IN (SELECT value FROM json_each(?))"
 )
+_CLOSE_ALL_LEASES = (
+    "UPDATE leases SET held_to = ? WHERE cluster = ? AND uid = ? AND held_to IS NULL"
+)
+"""``_CLOSE_LEASES`` for a pod left holding no IP (a dead one): no JSON to read."""
 
 
 def database_path(url: str) -> str:
@@ -332,7 +341,7 @@ class SQLiteStore:
         )
 
     async def write_prepared(self, prepared: Sequence[Any]) -> None:
-        rows, live, objects, opened, closed = prepared
+        rows, live, objects, opened, closed, closed_all = prepared
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -346,40 +355,36 @@ class SQLiteStore:
                 conn.executemany(_UPSERT_OBJECT, objects)
                 conn.executemany(_OPEN_LEASE, opened)
                 conn.executemany(_CLOSE_LEASES, closed)
+                conn.executemany(_CLOSE_ALL_LEASES, closed_all)
 
         await self._run(write)
         await self._checkpoint_if_due()
 
     def _prepare(self, batch: Sequence[PodWrite]) -> _Prepared:
         compress = self._preparer_codec.compress
-        texts = JsonTexts()
         rows: list[tuple[object, ...]] = []
         live: list[tuple[object, ...]] = []
-        # A pod twice in a batch is written in order, by the upsert alone.
-        once = len({(w.row.cluster, w.row.uid) for w in batch}) == len(batch)
+        objects: list[tuple[str, str, bytes]] = []
+        opened: list[tuple[str, str, str, float]] = []
+        closed: list[tuple[float, str, str, str]] = []
+        closed_all: list[tuple[float, str, str]] = []
+        # A pod twice in a batch is written in order, by the upsert alone (and
+        # its leases closed in order, by one statement).
+        once = len({(w.values[CLUSTER], w.values[UID]) for w in batch}) == len(batch)
         for w in batch:
-            values = row_values(w.row, texts)
-            (live if once and _is_live(w) else rows).append(values)
-        return (
-            rows,
-            live,
-            [
-                (w.row.cluster, w.row.uid, compress(w.pod_obj))
-                for w in batch
-                if w.pod_obj is not None
-            ],
-            [
-                (w.row.cluster, w.row.uid, ip, w.lease_from)
-                for w in batch
-                if w.acquired
-                for ip in w.lease_ips
-            ],
-            [
-                (w.row.last_seen, w.row.cluster, w.row.uid, _json(w.row.ips))
-                for w in batch
-                if w.released
-            ],
-        )
+            values = w.values
+            cluster, uid = values[CLUSTER], values[UID]
+            (live if once and w.known and not values[IS_DEAD] else rows).append(values)
+            if w.pod_obj is not None:
+                objects.append((cluster, uid, compress(w.pod_obj)))  # type: ignore[arg-type]
+            if w.acquired:
+                opened.extend((cluster, uid, ip, w.lease_from) for ip in w.lease_ips)  # type: ignore[misc]
+            if w.released:
+                if once and values[IPS] == "[]":  # it holds none: every open lease closes
+                    closed_all.append((values[LAST_SEEN], cluster, uid))  # type: ignore[arg-type]
+                else:
+                    closed.append((values[LAST_SEEN], cluster, uid, values[IPS]))  # type: ignore[arg-type]
+        return rows, live, objects, opened, closed, closed_all
 
     async def load_live(
         self, clusters: Collection[str] | None = None
@@ -721,10 +726,6 @@ _FINISH_INSTANCES = (
     "UPDATE container_instances SET finished = ? WHERE cluster = ? AND uid = ? AND finished IS NULL"
 )
 _TRIM_INSTANCES = trim_instances_sql("?1", "?2", "?3")
-
-
-def _is_live(w: PodWrite) -> bool:
-    return w.known and not w.row.is_dead
 
 
 def _json(values: Collection[str]) -> str:
