@@ -241,8 +241,8 @@ async def export(args: argparse.Namespace) -> dict[str, Any]:
             }
             note(f"export {label}: {results[label]}")
         if which_tool("nginx"):  # the same bytes from nginx: this client's ceiling, this hour
-            work.chmod(0o755)  # nginx's workers run as nobody
-            body.chmod(0o644)
+            os.chmod(work, 0o755)  # nginx's workers run as nobody
+            os.chmod(body, 0o644)
             nginx, nginx_port = start_nginx(work, "1")
             try:
                 url = f"http://127.0.0.1:{nginx_port}/pod"
