@@ -284,17 +284,13 @@ def fact_values(facts: Iterable[PodFacts]) -> list[tuple[str, str, str, str, str
             f.cluster,
             f.uid,
             f.pod_id,
-            _text(f.name),
-            _text(f.namespace),
-            _text(f.cluster),
-            _text(f.created),
+            _json_text(f.name),
+            _json_text(f.namespace),
+            _json_text(f.cluster),
+            _json_text(f.created),
         )
         for f in facts
     ]
-
-
-def _text(value: str | None) -> str:
-    return _encode(value).decode()
 
 
 def export_line_sql(deployment_id: str, char: str) -> str:
@@ -653,7 +649,7 @@ _decode_ips = msgspec.json.Decoder(tuple[str, ...]).decode
 _decode_map = msgspec.json.Decoder(dict[str, str]).decode
 
 
-def _map_text(value: dict[str, str]) -> str:
+def _json_text(value: object) -> str:
     return _encode(value).decode()
 
 
@@ -673,7 +669,7 @@ class JsonTexts:
         found = self._texts.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
-        text = _map_text(value)
+        text = _json_text(value)
         self._texts[id(value)] = (value, text)
         return text
 
@@ -683,7 +679,7 @@ def row_values(row: StoredPod, texts: JsonTexts | None = None) -> tuple[object, 
 
     ``texts`` encodes the maps, once each in a batch; without it, each row's own.
     """
-    text = _map_text if texts is None else texts
+    text = _json_text if texts is None else texts
     return (
         row.cluster,
         row.uid,
