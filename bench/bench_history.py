@@ -122,6 +122,7 @@ def writer_cpu(store: Any) -> float:
 async def write_behind_run(
     backend: str, pods_raw: list[bytes], workdir: Path, run: int, writer_process: bool = True
 ) -> dict[str, float]:
+    from podindex import heap
     from podindex.history import HistoryWriter
     from podindex.index import Index
     from podindex.model import Pod
@@ -138,6 +139,7 @@ async def write_behind_run(
         now = time.time()
         for pod in pods:
             index.upsert_pod("default", pod, now)
+        heap.freeze()  # as the service does once the first sync is in (podindex.heap)
         n_initial = len(index.changes or [])
         t, cpu = time.perf_counter(), writer_cpu(store)
         await writer.flush()

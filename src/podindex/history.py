@@ -311,7 +311,7 @@ class HistoryWriter:
         store: Store,
         index: Index,
         *,
-        batch_size: int = 5000,
+        batch_size: int | None = None,
         flush_interval: float = 0.2,
         max_pending: int = 200_000,
         retention: float = 7 * 86400.0,
@@ -320,7 +320,7 @@ class HistoryWriter:
     ) -> None:
         self.store = store
         self.index = index
-        self.batch_size = batch_size
+        self.batch_size = batch_size or store.write_chunk
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self.retention = retention

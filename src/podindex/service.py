@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from podindex import heap
 from podindex.cluster import ClusterSync, WatchOptions
 from podindex.history import HistoryWriter
 from podindex.index import Index, PodRecord
@@ -197,6 +198,10 @@ class Service:
                     name="integration health",
                 )
                 group.create_task(self._reconcile_ipsets_loop(), name="ip sets from the store")
+                group.create_task(
+                    heap.keep_frozen(lambda: self.ready, lambda: len(self.index)),
+                    name="heap freeze",
+                )
         finally:
             self._group = None
             self._tasks.clear()

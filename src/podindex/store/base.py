@@ -438,6 +438,10 @@ class Store(Protocol):
     url: str
     """The URL it was opened with, credentials removed (safe to log)."""
 
+    write_chunk: int
+    """Pods a :meth:`write` should hold: the writer cuts a flush into chunks of
+    this many and has up to two of them with the store at once."""
+
     async def open(self, target_version: int | None = None) -> None:
         """Connect and bring the schema up to the newest version (or ``target_version``)."""
 

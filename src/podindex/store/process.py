@@ -178,6 +178,7 @@ class ProcessStore:
         self._url = url
         self.local = local
         self.url = local.url
+        self.write_chunk = local.write_chunk
         self._child: _Child | None = None
         self._starting: asyncio.Lock | None = None
         self.starts = 0

@@ -220,6 +220,11 @@ def database_path(url: str) -> str:
 
 
 class SQLiteStore:
+    write_chunk = 5000
+    """One transaction a flush. Smaller chunks do not overlap with the next one's
+    preparation: SQLite gives the GIL up for each row and waits to win it back
+    (measured, churn: 8.9k changes/s at 5 000 a chunk, 6.9k at 2 500)."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = database_path(url)
