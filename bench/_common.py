@@ -299,9 +299,16 @@ def cached_lines(name: str, build: Any) -> list[bytes]:
 
 
 def pod_lines(n: int) -> list[bytes]:
-    """``n`` realistic pods (list-item form), one JSON document each; cached."""
-    factory = PodFactory()
-    return cached_lines(f"pods-{n}", lambda: (factory.pod_bytes(i, 1000 + i) for i in range(n)))
+    """``n`` realistic pods (list-item form), one JSON document each; cached.
+
+    The factory (which reads the recording) is made only when the cache is missing.
+    """
+
+    def build() -> Any:
+        factory = PodFactory()
+        return (factory.pod_bytes(i, 1000 + i) for i in range(n))
+
+    return cached_lines(f"pods-{n}", build)
 
 
 # --- processes ------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -173,6 +174,81 @@ async def write_behind_run(
         await drop_store(url)
 
 
+async def offered_run(
+    backend: str, pods_raw: list[bytes], workdir: Path, rate: int, seconds: float
+) -> dict[str, float]:
+    """The service's own write loop (``HistoryWriter.run``) while this process applies
+    churn to the index at ``rate`` changes/s for ``seconds``: does history keep up?
+
+    Above what it can write, the writer coalesces (one row a pod a flush), so
+    the question is how far history lags and how many rows reach the store,
+    not whether changes pile up. A change applied between two flushes' starts
+    is committed by the end of the second: ``end[k] - start[k-1]`` bounds the
+    lag of every change flush ``k`` wrote.
+    """
+    from podindex import heap
+    from podindex.history import HistoryWriter
+    from podindex.index import Index
+    from podindex.model import Pod
+    from podindex.store.base import open_store
+
+    spans: list[tuple[float, float, int]] = []  # each flush: start, end, rows written
+
+    class TimedWriter(HistoryWriter):
+        async def flush(self) -> None:
+            start, before = time.monotonic(), self.stats.written
+            await super().flush()
+            spans.append((start, time.monotonic(), self.stats.written - before))
+
+    decoder = msgspec.json.Decoder(Pod)
+    pods = [decoder.decode(line) for line in pods_raw]
+    url = await new_store_url(backend, workdir, "offered")
+    store = open_store(url)
+    await store.open()
+    try:
+        index = Index()
+        for pod in pods:
+            index.upsert_pod("default", pod, time.time())
+        heap.freeze()
+        writer = TimedWriter(store, index)
+        await writer.flush()
+        changes = churn(pods, int(rate * seconds))
+        spans.clear()
+        looping = asyncio.create_task(writer.run())
+        applied = 0
+        began = time.monotonic()
+        tick = max(1, rate // 100)  # at most 10 ms of offered changes between two yields,
+        while applied < len(changes):  # as the watcher applies events as they come
+            due = min(len(changes), int(rate * (time.monotonic() - began)), applied + tick)
+            now = time.time()
+            for kind, pod in changes[applied:due]:
+                if kind == "DELETED":
+                    index.delete_pod("default", pod, now)
+                else:
+                    index.upsert_pod("default", pod, now)
+            applied = due
+            await asyncio.sleep(0 if due < rate * (time.monotonic() - began) else 0.01)
+        produced = time.monotonic() - began
+        await writer.commit()
+        drained = time.monotonic() - began
+        looping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await looping
+        lags = [end - spans[k - 1][0] for k, (_, end, n) in enumerate(spans) if k and n]
+        return {
+            "offered_per_s": len(changes) / produced,
+            "rows_written": sum(n for _, _, n in spans),
+            "rows_per_s": sum(n for _, _, n in spans) / drained,
+            "changes": len(changes),
+            "lag_max_s": max(lags),
+            "lag_median_s": median(lags),
+            "drain_after_s": drained - produced,
+        }
+    finally:
+        await store.close()
+        await drop_store(url)
+
+
 async def populate_for_attribution(
     url: str, pods_raw: list[bytes]
 ) -> tuple[list[str], float, float]:
@@ -282,7 +358,7 @@ async def main_async(args: argparse.Namespace) -> int:
     verdicts: list[str] = []
     for backend in backends:
         result: dict[str, Any] = {}
-        if args.only != "attribute":
+        if args.only in (None, "writes"):
             runs = []
             for run in range(args.runs):
                 r = await write_behind_run(
@@ -307,7 +383,26 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"{backend}: write-behind >= {TARGET_CHANGES_PER_S:,}/s: "
                 + ("met" if met else "MISSED")
             )
-        if args.only != "writes":
+        if args.offered:
+            offered = await offered_run(backend, pods_raw, workdir, args.offered, args.seconds)
+            note(
+                f"{backend} at {offered['offered_per_s']:,.0f} changes/s offered: "
+                f"{offered['rows_per_s']:,.0f} rows/s written, lag max {offered['lag_max_s']:.2f}s "
+                f"(median {offered['lag_median_s']:.2f}s), drained {offered['drain_after_s']:.2f}s after"
+            )
+            result["offered"] = offered
+            rows += [
+                (f"{backend}: offered changes/s (achieved)", offered["offered_per_s"]),
+                (f"{backend}: rows written/s", offered["rows_per_s"]),
+                (
+                    f"{backend}: rows written / changes",
+                    offered["rows_written"] / offered["changes"],
+                ),
+                (f"{backend}: history lag, max s", offered["lag_max_s"]),
+                (f"{backend}: history lag, median s", offered["lag_median_s"]),
+                (f"{backend}: drained after the last change, s", offered["drain_after_s"]),
+            ]
+        if args.only not in ("writes", "offered"):
             url = await new_store_url(backend, workdir, "attr")
             try:
                 ips, start, end = await populate_for_attribution(url, pods_raw)
@@ -353,8 +448,18 @@ def main() -> int:
         help="the store's writes in this process (the service's default) or a child process",
     )
     parser.add_argument(
-        "--only", choices=["writes", "attribute"], default=None, help="run one half only"
+        "--only",
+        choices=["writes", "attribute", "offered"],
+        default=None,
+        help="run one part only (offered: only the --offered run)",
     )
+    parser.add_argument(
+        "--offered",
+        type=int,
+        default=0,
+        help="also run the write loop under this many changes/s applied to the index",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the --offered run")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     return asyncio.run(main_async(args))

@@ -80,7 +80,6 @@ def write(
     acquired: bool = True,
     released: bool = False,
     obj: bytes | None = b"x",
-    known: bool = False,
 ) -> PodWrite:
     return PodWrite.of(
         r,
@@ -89,7 +88,6 @@ def write(
         released=released or r.is_dead,
         lease_from=r.last_seen,
         lease_ips=r.ips if acquired else (),
-        known=known,
     )
 
 
@@ -134,9 +132,9 @@ async def test_rows_sharing_label_maps_keep_each_its_own(store: Store) -> None:
     assert row_values(rows[0], JsonTexts()) == row_values(rows[0])
 
 
-async def test_a_known_pod_ends_as_the_upsert_would_leave_it(store: Store) -> None:
-    """``known`` is a hint: a known pod that moved, died in the store or was never
-    written ends as its upsert would leave it, like the unknown pods beside it."""
+async def test_a_rewritten_pod_ends_as_the_upsert_would_leave_it(store: Store) -> None:
+    """A pod written again that moved, died in the store or was never written ends
+    as its upsert would leave it, like the new pods beside it."""
     await store.write([write(row("moved", at=1000.0)), write(row("same", at=1000.0))])
     await store.write([write(row("dead", at=1000.0))])
     await store.mark_dead_except("c1", "watch", ["moved", "same"], 1500.0)
@@ -149,10 +147,7 @@ async def test_a_known_pod_ends_as_the_upsert_would_leave_it(store: Store) -> No
     ]
     for r in later:
         r.labels = {"app": "relabelled"}
-    writes = [write(r, acquired=False, obj=None) for r in later]
-    for w in writes[:4]:
-        w.known = True
-    await store.write(writes)
+    await store.write([write(r, acquired=False, obj=None) for r in later])
     read = {r.uid: r for r in await store.rows()}
     assert read["moved"].node == "node-9"
     assert not read["dead"].is_dead and read["dead"].deleted_at is None
@@ -161,10 +156,10 @@ async def test_a_known_pod_ends_as_the_upsert_would_leave_it(store: Store) -> No
         assert read[uid].labels == {"app": "relabelled"}
         assert read[uid].last_seen == 2000.0
         assert read[uid].first_seen == (2000.0 if uid in ("never", "new") else 1000.0)
-    # And a known live pod alone, where it was stored: its row follows.
+    # And a live pod alone, where it was stored: its row follows.
     again = row("same", at=3000.0)
     again.phase = "Succeeded"
-    await store.write([write(again, acquired=False, obj=None, known=True)])
+    await store.write([write(again, acquired=False, obj=None)])
     same = await store.pod("c1", "same")
     assert same is not None
     assert (same.phase, same.last_seen, same.first_seen) == ("Succeeded", 3000.0, 1000.0)
@@ -319,6 +314,57 @@ async def test_a_big_batch_is_one_transaction(store: Store) -> None:
     assert len(await store.rows()) == 5000
     leases = await leases_on(store, [f"10.1.{i // 250}.{i % 250}" for i in range(0, 5000, 7)])
     assert len(leases) == len({lease.uid for lease in leases}) == len(range(0, 5000, 7))
+
+
+async def test_batches_of_any_size_write_every_row_object_and_lease(store: Store) -> None:
+    """1 234 pods: statements of 1 000, 100, 10 and 1 rows (SQLite) all run."""
+
+    def ip(i: int) -> str:
+        return f"10.2.{i // 250}.{i % 250}"
+
+    await store.write(
+        [write(row(f"u{i}", ips=(ip(i),)), obj=f"object {i}".encode()) for i in range(1234)]
+    )
+    dying = [row(f"u{i}", ips=(ip(i),), at=2000.0, dead=True) for i in range(0, 1234, 3)]
+    await store.write([write(r, acquired=False, obj=b"gone") for r in dying])
+    rows = {r.uid: r for r in await store.rows()}
+    assert len(rows) == 1234
+    assert sum(r.is_dead for r in rows.values()) == len(dying) == 412
+    assert await store.pod_object("c1", "u1232") == b"object 1232"
+    assert await store.pod_object("c1", "u1230") == b"gone"
+    leases = {lease.uid: lease for lease in await leases_on(store, [ip(i) for i in range(1234)])}
+    assert len(leases) == 1234
+    assert {uid for uid, lease in leases.items() if lease.held_to == 2000.0} == {
+        r.uid for r in dying
+    }
+    assert all(lease.held_to is None for uid, lease in leases.items() if int(uid[1:]) % 3)
+
+
+async def test_a_pod_twice_in_one_batch_is_written_in_order(store: Store) -> None:
+    first = row("u1", ips=("10.0.0.1",), at=1000.0)
+    second = row("u1", ips=("10.0.0.2",), at=2000.0, node="node-2")
+    await store.write([write(first, obj=b"first"), write(second, released=True, obj=b"second")])
+    (read,) = await store.rows()
+    assert (read.node, read.ips, read.first_seen, read.last_seen) == (
+        "node-2",
+        ("10.0.0.2",),
+        1000.0,
+        2000.0,
+    )
+    assert await store.pod_object("c1", "u1") == b"second"
+    leases = {lease.ip: lease for lease in await leases_on(store, ["10.0.0.1", "10.0.0.2"])}
+    assert (leases["10.0.0.1"].held_from, leases["10.0.0.1"].held_to) == (1000.0, 2000.0)
+    assert (leases["10.0.0.2"].held_from, leases["10.0.0.2"].held_to) == (2000.0, None)
+
+
+def test_objects_compressed_together_are_those_compressed_alone() -> None:
+    codec = ObjectCodec()
+    raws = [f'{{"pod": {i}, "pad": "{"x" * i}"}}'.encode() for i in range(50)]
+    together = codec.compress_all(raws)
+    assert together == [codec.compress(raw) for raw in raws]
+    assert [codec.decompress(blob) for blob in together] == raws
+    assert codec.compress_all([]) == []
+    assert codec.decompress(codec.compress_all([b"", b"x"])[0]) == b""
 
 
 def test_unknown_store_urls_are_refused_without_echoing_passwords() -> None:

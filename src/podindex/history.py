@@ -583,7 +583,6 @@ class HistoryWriter:
             change.released or change.dead,
             (change.acquired_at or lease_start(change, at)) if acquired else at,
             record.ips if acquired else (),
-            not change.first,
         )
 
     def _settle(self, taken: int) -> None:

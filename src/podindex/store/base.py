@@ -95,9 +95,6 @@ class PodWrite(msgspec.Struct, gc=False):
     lease_ips: tuple[str, ...] = ()
     """The IPs to open leases for: the row's ``ips``, or for a pod that came and went
     between two writes, the IPs it held when it went (opened, then closed)."""
-    known: bool = False
-    """A hint: the pod was written before, so its row most likely exists. A
-    store may try a cheaper update first; the outcome is an upsert either way."""
 
     @classmethod
     def of(
@@ -108,9 +105,8 @@ class PodWrite(msgspec.Struct, gc=False):
         released: bool,
         lease_from: float,
         lease_ips: tuple[str, ...] = (),
-        known: bool = False,
     ) -> PodWrite:
-        return cls(row_values(row), pod_obj, acquired, released, lease_from, lease_ips, known)
+        return cls(row_values(row), pod_obj, acquired, released, lease_from, lease_ips)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -627,6 +623,19 @@ class ObjectCodec:
 
     def compress(self, raw: bytes) -> bytes:
         return self._compressor.compress(raw)
+
+    def compress_all(self, raws: Sequence[bytes]) -> list[bytes]:
+        """Each of ``raws`` compressed, the same as :meth:`compress`, in one call.
+
+        Called on a store's thread: one call gives the GIL up and wins it back
+        once for the batch. Compressing one by one, that thread wins it back
+        after every pod, each time waiting for a busy event loop to let go of
+        it (up to the 5 ms switch interval).
+        """
+        if not raws or not all(raws):  # the batch call refuses empty inputs
+            return [self._compressor.compress(raw) for raw in raws]
+        done = self._compressor.multi_compress_to_buffer(list(raws), threads=1)
+        return [done[i].tobytes() for i in range(len(done))]
 
     def decompress(self, blob: bytes) -> bytes:
         return self._decompressor.decompress(blob)

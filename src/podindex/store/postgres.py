@@ -446,7 +446,7 @@ class PostgresStore:
 
     async def prepare(self, batch: Sequence[PodWrite]) -> Sequence[Any]:
         """The batch as plain data for :meth:`write_prepared` (here or in another process)."""
-        prepared = await self._off_loop(_Batch, batch, self._codec.compress)
+        prepared = await self._off_loop(_Batch, batch, self._codec.compress_all)
         return (
             list(prepared.records.values()),
             [_columns(round_) for round_ in prepared.opens],
@@ -776,7 +776,10 @@ class _Batch:
     applied after the first ones, in order: as if written one after the other.
     """
 
-    def __init__(self, batch: Sequence[PodWrite], compress: Callable[[bytes], bytes]) -> None:
+    def __init__(
+        self, batch: Sequence[PodWrite], compress_all: Callable[[Sequence[bytes]], list[bytes]]
+    ) -> None:
+        compressed = iter(compress_all([w.pod_obj for w in batch if w.pod_obj is not None]))
         self.records: dict[tuple[str, str], tuple[object, ...]] = {}
         self.opens: list[_Round] = []
         self.closes: list[_Round] = []
@@ -787,7 +790,7 @@ class _Batch:
             key = cast(tuple[str, str], values[:2])
             ips = cast(str, values[IPS])
             last_seen = cast(float, values[LAST_SEEN])
-            obj = None if w.pod_obj is None else compress(w.pod_obj)
+            obj = None if w.pod_obj is None else next(compressed)
             self.objects = self.objects or obj is not None
             acquired = w.acquired and bool(w.lease_ips)
             if acquired:
