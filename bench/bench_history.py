@@ -10,12 +10,19 @@ a new database; and the CPU the writer spent a change (this process and the
 store's writer process, not PostgreSQL's): on a busy machine the wall time
 says more about the neighbours than about the code.
 
+Under load (``--offered RATE``). The service's own write loop
+(``HistoryWriter.run``) while this process applies churn to the index at RATE
+changes/s: rows written per second, how far history lags (bounded per flush:
+a change applied between the starts of flushes k-1 and k is committed by the
+end of flush k) and how long it takes to catch up after the last change.
+
 Attribution. A real ``podindex serve --watch false`` process over a store
 holding 100k pods and their leases (a fifth of the IPs reused, so lookups
 need the time), asked over HTTP to attribute 100k (ip, timestamp) pairs in
 one call; wall time of the call, median of ``--runs`` calls.
 
     .venv/bin/python bench/bench_history.py [--pods 100000] [--runs 3] [--backend both] [--writer inline|process]
+    .venv/bin/python bench/bench_history.py --only offered --offered 5000 [--seconds 20]
 """
 
 from __future__ import annotations
