@@ -317,7 +317,7 @@ async def test_a_big_batch_is_one_transaction(store: Store) -> None:
 
 
 async def test_batches_of_any_size_write_every_row_object_and_lease(store: Store) -> None:
-    """1 234 pods: statements of 1 000, 100, 10 and 1 rows (SQLite) all run."""
+    """1 234 pods: statements of 100, 10 and 1 rows (SQLite) all run, as the last of each."""
 
     def ip(i: int) -> str:
         return f"10.2.{i // 250}.{i % 250}"

@@ -166,7 +166,8 @@ _COLUMNS = ", ".join(POD_COLUMNS)
 _SELECT = f"SELECT {_COLUMNS} FROM pods"
 _WIDTH = len(POD_COLUMNS)
 _PIECES = (100, 10, 1)
-"""Rows a statement carries (1 000 pods' rows is 27 000 parameters; SQLite allows 32 766)."""
+"""Rows a statement carries (100 pods' rows are 2 700 parameters; SQLite allows 32 766).
+Pieces of 1 000 measured the same within the noise (churn and initial write)."""
 
 
 def _values(n: int, width: int, last: str = "") -> str:
@@ -235,13 +236,14 @@ def _close_all_leases(n: int) -> str:
 def _execute_rows(
     conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[object]]
 ) -> None:
-    """``statement(n)`` over ``rows``, up to 1 000 rows a statement.
+    """``statement(n)`` over ``rows``, up to 100 rows a statement.
 
     Each statement is one step: SQLite gives the GIL up for a step, and this
     thread must win it back from the event loop's after each one. With a step
-    a row (``executemany``) a busy event loop held every row up (measured: a
-    first flush of 1 759 pods took 12 s while the index took changes).
-    Pieces of 1 000, 100, 10 and 1 rows keep the statements few and cached.
+    a row (``executemany``) a busy event loop held every row up: with the index
+    taking 5 000 changes/s, history lagged a median of 21-23 s, against 8-12 s
+    this way (``bench_history.py --offered``).
+    Pieces of 100, 10 and 1 rows keep the statements few and cached.
     """
     start = 0
     for size in _PIECES:
