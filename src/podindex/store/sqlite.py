@@ -267,9 +267,10 @@ def database_path(url: str) -> str:
 
 class SQLiteStore:
     write_chunk = 5000
-    """One transaction a flush. Smaller chunks do not overlap with the next one's
-    preparation: SQLite gives the GIL up for each row and waits to win it back
-    (measured, churn: 8.9k changes/s at 5 000 a chunk, 6.9k at 2 500)."""
+    """One transaction a flush: each commit writes every page the chunk dirtied,
+    and smaller chunks dirty many of the same pages again (with statements of
+    many rows, 1 250 a chunk: commits 29 against 9 µs a change, churn 7.9k
+    against 9.1k changes/s)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -424,12 +425,14 @@ class SQLiteStore:
         closed: list[tuple[object, object, object, object]] = []
         closed_all: list[tuple[object, object, object]] = []
         raws: list[bytes] = []
+        objects_of: list[tuple[object, object]] = []
         for w in batch:
             values = w.values
             cluster, uid = values[CLUSTER], values[UID]
             rows.append(values)
             if w.pod_obj is not None:
                 raws.append(w.pod_obj)
+                objects_of.append((cluster, uid))
             if w.acquired:
                 opened.extend((cluster, uid, ip, w.lease_from) for ip in w.lease_ips)
             if w.released:
@@ -437,10 +440,8 @@ class SQLiteStore:
                     closed_all.append((values[LAST_SEEN], cluster, uid))
                 else:
                     closed.append((values[LAST_SEEN], cluster, uid, values[IPS]))
-        blobs = iter(self._preparer_codec.compress_all(raws))
-        objects = [
-            (w.values[CLUSTER], w.values[UID], next(blobs)) for w in batch if w.pod_obj is not None
-        ]
+        blobs = self._preparer_codec.compress_all(raws)
+        objects = [(c, u, blob) for (c, u), blob in zip(objects_of, blobs, strict=True)]
         return rows, objects, opened, closed, closed_all
 
     async def load_live(
