@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +128,26 @@ def writer_cpu(store: Any) -> float:
     return seconds
 
 
-async def write_behind_run(
-    backend: str, pods_raw: list[bytes], workdir: Path, run: int, writer_process: bool = True
-) -> dict[str, float]:
+def apply(index: Any, kind: str, pod: Any, at: float) -> None:
+    """One change of :func:`churn` into the index, as the watcher would apply it."""
+    if kind == "DELETED":
+        index.delete_pod("default", pod, at)
+    else:
+        index.upsert_pod("default", pod, at)
+
+
+@contextlib.asynccontextmanager
+async def synced(
+    backend: str,
+    pods_raw: list[bytes],
+    workdir: Path,
+    tag: str,
+    writer_process: bool = False,
+    writer_type: Any = None,
+) -> AsyncIterator[tuple[list[Any], Any, Any, Any]]:
+    """A new store, and an index holding the pods as after a first sync, their
+    changes pending for the writer: (pods, store, index, writer). The heap is
+    frozen as the service does once synced (podindex.heap)."""
     from podindex import heap
     from podindex.history import HistoryWriter
     from podindex.index import Index
@@ -138,16 +156,27 @@ async def write_behind_run(
 
     decoder = msgspec.json.Decoder(Pod)
     pods = [decoder.decode(line) for line in pods_raw]
-    url = await new_store_url(backend, workdir, f"w{run}")
+    url = await new_store_url(backend, workdir, tag)
     store = open_store(url, writer_process=writer_process)
     await store.open()
     try:
         index = Index()
-        writer = HistoryWriter(store, index)
+        writer = (writer_type or HistoryWriter)(store, index)  # records the index's changes
         now = time.time()
         for pod in pods:
             index.upsert_pod("default", pod, now)
-        heap.freeze()  # as the service does once the first sync is in (podindex.heap)
+        heap.freeze()
+        yield pods, store, index, writer
+    finally:
+        await store.close()
+        await drop_store(url)
+
+
+async def write_behind_run(
+    backend: str, pods_raw: list[bytes], workdir: Path, run: int, writer_process: bool = True
+) -> dict[str, float]:
+    async with synced(backend, pods_raw, workdir, f"w{run}", writer_process) as synced_:
+        pods, store, index, writer = synced_
         n_initial = len(index.changes or [])
         t, cpu = time.perf_counter(), writer_cpu(store)
         await writer.flush()
@@ -159,10 +188,7 @@ async def write_behind_run(
         for start in range(0, len(changes), 5000):
             now = time.time()
             for kind, pod in changes[start : start + 5000]:
-                if kind == "DELETED":
-                    index.delete_pod("default", pod, now)
-                else:
-                    index.upsert_pod("default", pod, now)
+                apply(index, kind, pod, now)
             n_churn += len(index.changes or [])
             t, cpu = time.perf_counter(), writer_cpu(store)
             await writer.flush()
@@ -176,9 +202,6 @@ async def write_behind_run(
             "churn_per_s": n_churn / flush_s,
             "churn_cpu_us": churn_cpu / n_churn * 1e6,
         }
-    finally:
-        await store.close()
-        await drop_store(url)
 
 
 async def offered_run(
@@ -193,11 +216,7 @@ async def offered_run(
     is committed by the end of the second: ``end[k] - start[k-1]`` bounds the
     lag of every change flush ``k`` wrote.
     """
-    from podindex import heap
     from podindex.history import HistoryWriter
-    from podindex.index import Index
-    from podindex.model import Pod
-    from podindex.store.base import open_store
 
     spans: list[tuple[float, float, int]] = []  # each flush: start, end, rows written
 
@@ -207,18 +226,9 @@ async def offered_run(
             await super().flush()
             spans.append((start, time.monotonic(), self.stats.written - before))
 
-    decoder = msgspec.json.Decoder(Pod)
-    pods = [decoder.decode(line) for line in pods_raw]
-    url = await new_store_url(backend, workdir, "offered")
-    store = open_store(url)
-    await store.open()
-    try:
-        index = Index()
-        for pod in pods:
-            index.upsert_pod("default", pod, time.time())
-        heap.freeze()
-        writer = TimedWriter(store, index)
-        await writer.flush()
+    async with synced(backend, pods_raw, workdir, "offered", writer_type=TimedWriter) as synced_:
+        pods, _, index, writer = synced_
+        await writer.flush()  # the first sync's pods, before the clock starts
         changes = churn(pods, int(rate * seconds))
         spans.clear()
         looping = asyncio.create_task(writer.run())
@@ -229,10 +239,7 @@ async def offered_run(
             due = min(len(changes), int(rate * (time.monotonic() - began)), applied + tick)
             now = time.time()
             for kind, pod in changes[applied:due]:
-                if kind == "DELETED":
-                    index.delete_pod("default", pod, now)
-                else:
-                    index.upsert_pod("default", pod, now)
+                apply(index, kind, pod, now)
             applied = due
             await asyncio.sleep(0 if due < rate * (time.monotonic() - began) else 0.01)
         produced = time.monotonic() - began
@@ -251,9 +258,6 @@ async def offered_run(
             "lag_median_s": median(lags),
             "drain_after_s": drained - produced,
         }
-    finally:
-        await store.close()
-        await drop_store(url)
 
 
 async def populate_for_attribution(
@@ -279,10 +283,7 @@ async def populate_for_attribution(
     step = 3000.0 / len(changes)
     for n, (kind, pod) in enumerate(changes):
         at = start + 60 + n * step
-        if kind == "DELETED":
-            index.delete_pod("default", pod, at)
-        else:
-            index.upsert_pod("default", pod, at)
+        apply(index, kind, pod, at)
         if n % 5000 == 0:
             await writer.flush()
     await writer.flush()
