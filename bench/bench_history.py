@@ -173,7 +173,7 @@ async def synced(
 
 
 async def write_behind_run(
-    backend: str, pods_raw: list[bytes], workdir: Path, run: int, writer_process: bool = True
+    backend: str, pods_raw: list[bytes], workdir: Path, run: int, writer_process: bool = False
 ) -> dict[str, float]:
     async with synced(backend, pods_raw, workdir, f"w{run}", writer_process) as synced_:
         pods, store, index, writer = synced_
