@@ -297,6 +297,42 @@ def test_terminated_within_grace_then_gone() -> None:
     assert len(index) == 0
 
 
+def test_the_grace_answer_and_history_show_the_deleted_pods_final_state() -> None:
+    index = Index(grace_seconds=30)
+    index.changes = []
+    pod = web1()
+    index.upsert_pod(C1, pod, T0)
+    final = changed(pod, rv=900, phase="Succeeded", labels={"app": "web", "done": "yes"})
+    index.delete_pod(C1, final, T0 + 10)
+    found = answer(index, "10.244.1.11", T0 + 10)
+    assert found is not None
+    assert found[1]["state"] == "terminated"
+    assert found[1]["phase"] == "Succeeded"
+    assert found[1]["labels"] == {"app": "web", "done": "yes"}
+    change = index.changes[-1]
+    assert change.dead
+    assert change.record.pod.status.phase == "Succeeded"
+    assert change.record.resource_version == "900"
+
+
+def test_a_delete_that_only_moves_the_version_keeps_the_kept_pod() -> None:
+    """The usual DELETED event: the last MODIFIED pod with a new resourceVersion."""
+    index = Index()
+    index.changes = []
+    pod = web1()
+    index.upsert_pod(C1, pod, T0)
+    kept = index.get(C1, pod.metadata.uid)
+    assert kept is not None
+    index.delete_pod(C1, changed(pod, rv=901), T0 + 10)
+    final = index.changes[-1].record
+    assert final.pod.metadata is kept.pod.metadata  # not copied and re-shared again
+    assert final.resource_version == "901"
+    assert final.ips == kept.ips
+    found = answer(index, "10.244.1.11", T0 + 10)
+    assert found is not None
+    assert (found[1]["state"], found[1]["uid"]) == ("terminated", pod.metadata.uid)
+
+
 def test_grace_is_configurable() -> None:
     index = Index(grace_seconds=5)
     pod = web1()

@@ -551,12 +551,16 @@ class Index:
         source: str,
         old: PodRecord | None = None,
         workload: Workload | None = None,
+        *,
+        answer: bool = True,
     ) -> PodRecord:
         """The record for ``pod``; keeps ``old``'s pod, body and tables when only the version moved.
 
         Container statuses are not kept (they are most of a pod's status and
         most of its events: readiness, restarts); what remains is compared
         with ``old``, so a status-only event costs a comparison, not a rebuild.
+        Without ``answer`` a new body is not encoded (a deleted pod's final
+        record: its released IPs get their own in :meth:`_release`).
         """
         version = pod.metadata.resourceVersion
         if (
@@ -575,7 +579,9 @@ class Index:
         if workload is None:
             workload = self._workload(pod.metadata, key[0])
         ips = held_ips(pod)
-        body = answers.pod_answer(key[0], pod, list(ips), workload, source=source)
+        body = (
+            answers.pod_answer(key[0], pod, list(ips), workload, source=source) if answer else b""
+        )
         return PodRecord(
             key=key,
             pod=pod,
@@ -709,9 +715,17 @@ class Index:
         self, record: PodRecord, now: float, *, final_pod: Pod, release: bool = True
     ) -> None:
         """Drop a pod; with ``release`` its IPs enter the grace period showing ``final_pod``."""
+        # A DELETED event's pod is nearly always the last MODIFIED one with a new
+        # resourceVersion: compared with the record, it is kept as it is.
         final = (
             self._make_record(
-                record.key, final_pod, record.seq, record.source, workload=self._kept(record)
+                record.key,
+                final_pod,
+                record.seq,
+                record.source,
+                record,
+                self._kept(record),
+                answer=False,
             )
             if release or self.changes is not None
             else None
