@@ -250,15 +250,18 @@ class Search:
     facts: Facts
 
     def _matching(
-        self, query: Query, now: float, namespaces: Set[str] | None
+        self, query: Query, now: float, namespaces: Set[str] | None, *, live: bool = True
     ) -> tuple[Iterable[PodRecord], Iterable[PastPod]]:
-        """The live pods and the past pods ``query`` matches, apart (each has its own
-        cheapest sort key)."""
-        live, past = _deleted_scope(query, now)
+        """The live pods (unless not ``live``) and the past pods ``query`` matches,
+        apart (each has its own cheapest sort key)."""
+        in_scope, past = _deleted_scope(query, now)
+        live = live and in_scope
         records: Iterable[PodRecord] = ()
         gone: Iterable[PastPod] = ()
         if live:
-            candidates, rest = self._live_candidates(query, now, namespaces)
+            keys, rest = self._live_candidates(query, now, namespaces)
+            pods = self.index.pods
+            candidates = pods.values() if keys is None else [pods[k] for k in keys]
             records = cast(Iterable[PodRecord], self._checked(candidates, rest, now))
         if past:
             old, rest = self._past_candidates(query, now, namespaces)
@@ -269,15 +272,20 @@ class Search:
         self, entries: Iterable[Entry], pairs: Sequence[Pair], now: float
     ) -> Iterable[Entry]:
         """``entries`` that match every pair of ``pairs`` (those narrowing did not settle)."""
+        accept = self._acceptor(pairs, now)
+        return entries if accept is None else filter(accept, entries)
+
+    def _acceptor(self, pairs: Sequence[Pair], now: float) -> Callable[[Entry], bool] | None:
+        """Whether an entry matches every pair of ``pairs``; None when there are none."""
         if not pairs:
-            return entries
+            return None
         facts = self.facts
         rest = Query(tuple(pairs))
 
         def accept(entry: Entry) -> bool:
             return rest.matches(lambda field: EXTRACT[field](entry, facts), now)
 
-        return filter(accept, entries)
+        return accept
 
     def page(
         self,
@@ -291,11 +299,11 @@ class Search:
         namespaces: Set[str] | None = None,
     ) -> list[Entry]:
         """One page of the matches, in the total order (or its reverse)."""
-        live, past = self._matching(query, now, namespaces)
         wanted = offset + limit
         found: Iterable[Entry]
         if field is None:
-            first_live = _pick(wanted, live, _live_order, reversed_)
+            first_live = self._first_live(query, now, namespaces, wanted, reversed_)
+            _, past = self._matching(query, now, namespaces, live=False)
             first_past = _pick(wanted, past, _past_order, reversed_)
             found = heapq.merge(first_live, first_past, key=sort_key_default, reverse=reversed_)
         else:
@@ -304,9 +312,45 @@ class Search:
             def key(entry: Entry) -> SortKey:
                 return sort_key(entry, field, facts)
 
+            live, past = self._matching(query, now, namespaces)
             everything: Iterable[Entry] = chain(live, past)
             found = _pick(wanted, everything, key, reversed_)
         return list(islice(found, offset, wanted))
+
+    def _first_live(
+        self, query: Query, now: float, namespaces: Set[str] | None, n: int, newest_first: bool
+    ) -> list[PodRecord]:
+        """The first ``n`` live matches in the default order.
+
+        Ranking every candidate costs their number; walking the pods in
+        creation order until ``n`` match meets a candidate about every
+        ``len(pods) / len(candidates)`` pods. The cheaper one is taken, so
+        the first page of every pod (or of most of them) is a short walk,
+        not a sort of 100k.
+        """
+        live, _ = _deleted_scope(query, now)
+        if not live or n <= 0:
+            return []
+        keys, rest = self._live_candidates(query, now, namespaces)
+        pods = self.index.pods
+        size = len(pods) if keys is None else len(keys)
+        if size * size <= n * len(pods):
+            candidates = pods.values() if keys is None else [pods[k] for k in keys]
+            matches = cast(Iterable[PodRecord], self._checked(candidates, rest, now))
+            return _pick(n, matches, _live_order, newest_first)
+        accept = self._acceptor(rest, now)
+        found: list[PodRecord] = []
+        last: str | None = None  # the creation second of the n-th match
+        for created, key in self.index.listing.creation_order(newest_first=newest_first):
+            if last is not None and created != last:
+                break  # pods of one second come in any order: that second is taken whole
+            record = pods.get(key) if keys is None or key in keys else None
+            if record is None or (accept is not None and not accept(record)):
+                continue
+            found.append(record)
+            if len(found) == n:
+                last = created
+        return _pick(n, found, _live_order, newest_first)
 
     def ordered(self, query: Query, now: float, namespaces: Set[str] | None = None) -> list[Entry]:
         """Every match in the default order (for export)."""
@@ -318,8 +362,9 @@ class Search:
 
     def _live_candidates(
         self, query: Query, now: float, namespaces: Set[str] | None
-    ) -> tuple[Iterable[PodRecord], list[Pair]]:
-        """A superset of the live pods ``query`` matches, and the pairs still to check.
+    ) -> tuple[Set[PodKey] | None, list[Pair]]:
+        """The keys of a superset of the live pods ``query`` matches (None: every
+        pod), and the pairs still to check.
 
         Namespace and node pairs narrow exactly (each value is tried alone);
         so do label pairs whose every term names the key it needs.
@@ -339,8 +384,8 @@ class Search:
             elif pair.field != "deleted":
                 rest.append(pair)
         if not sets:
-            return index.pods.values(), rest
-        return _in_all(sets, index.pods), rest
+            return None, rest
+        return _keys_in_all(sets), rest
 
     def _past_candidates(
         self, query: Query, now: float, namespaces: Set[str] | None
@@ -360,10 +405,17 @@ class Search:
         return _in_all(sets, past.pods), rest
 
 
-def _in_all(sets: list[Set[PodKey]], pods: Mapping[PodKey, _E]) -> list[_E]:
-    """The pods whose keys are in every set (walking the smallest)."""
+def _keys_in_all(sets: list[Set[PodKey]]) -> Set[PodKey]:
+    """The keys in every set (walking the smallest)."""
+    if len(sets) == 1:
+        return sets[0]
     smallest = min(sets, key=len)
-    return [pods[k] for k in smallest if all(k in s for s in sets if s is not smallest)]
+    return {k for k in smallest if all(k in s for s in sets if s is not smallest)}
+
+
+def _in_all(sets: list[Set[PodKey]], pods: Mapping[PodKey, _E]) -> list[_E]:
+    """The pods whose keys are in every set."""
+    return [pods[k] for k in _keys_in_all(sets)]
 
 
 def _narrowed(pair: Pair, table: Mapping[str, Set[PodKey]], now: float) -> Set[PodKey]:
