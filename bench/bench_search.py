@@ -6,6 +6,8 @@ to a SQLite store; ``Namespace:x+Pod Label:app.kubernetes.io/name=y`` and
 other queries are asked ``--requests`` times in one process through
 Starlette (routing, auth check, search, the page's instances read from the
 store, the JSON), sequentially: p50 and p99, median over ``--runs``.
+``--past N`` adds N more pods, spread among them in creation order, and
+deletes them before the queries: pods of history, which search includes.
 
 export: a real ``podindex serve`` process watches a ``podindex sim`` of
 ``--pods`` pods; one local client (aiohttp) reads the export of all of them,
@@ -13,7 +15,7 @@ then of one namespace (~1/50 of them), over a socket. Pods per second, and
 the serving process's RSS sampled every 20 ms: peak growth over its RSS
 before each export.
 
-    .venv/bin/python bench/bench_search.py [--pods 100000] [--requests 200] [--runs 3]
+    .venv/bin/python bench/bench_search.py [--pods 100000] [--past 0] [--requests 200] [--runs 3]
         [--only query|export]
 """
 
@@ -61,13 +63,14 @@ QUERIES: list[tuple[str, str]] = [
     ("Pod Label only", "Pod Label:app.kubernetes.io/name=svc-012"),
     ("Pod Name regex", "Pod Name:r/^svc-01[0-9]-"),
     ("everything, page 1", ""),
+    ("deleted pods, page 1", "Deleted:true"),
 ]
 
 
 # --- query latency ---------------------------------------------------------------
 
 
-async def build(n: int) -> tuple[Any, Any]:
+async def build(n: int, past: int = 0) -> tuple[Any, Any]:
     from podindex.api.app import create_app
     from podindex.model import Pod
     from podindex.service import Service
@@ -78,12 +81,21 @@ async def build(n: int) -> tuple[Any, Any]:
     await service.history.store.open()
     factory = PodFactory()
     now = time.time()
-    for i in range(n):
+    total = n + past
+    step = total // past if past else 0  # the pods to delete, spread in creation order
+    doomed: list[Pod] = []
+    for i in range(total):
         pod = factory.pod(i, 1000 + i)
         pod["metadata"]["creationTimestamp"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - (n - i) * 3)
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - (total - i) * 3)
         )
-        service.index.upsert_pod("default", msgspec.convert(pod, Pod), now)
+        kept = msgspec.convert(pod, Pod)
+        service.index.upsert_pod("default", kept, now)
+        if step and i % step == 0 and len(doomed) < past:
+            doomed.append(kept)
+    for pod in doomed:
+        service.index.delete_pod("default", pod, now)
+    note(f"{len(service.index)} live pods, {len(service.past)} past")
     started = time.perf_counter()
     queued = sum(len(h.by_id) for h in service.instances.pending.values())
     await service.instances.flush()
@@ -112,7 +124,7 @@ async def measure(app: Any, query: str, requests: int) -> tuple[float, float, in
 
 async def queries(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    service, app = await build(args.pods)
+    service, app = await build(args.pods, args.past)
     note(f"index of {args.pods} pods built in {time.perf_counter() - started:.1f}s")
     results: dict[str, Any] = {}
     for label, query in QUERIES:
@@ -274,6 +286,7 @@ def _worker_pid(parent: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=100_000)
+    parser.add_argument("--past", type=int, default=0, help="pods deleted before the queries")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=("query", "export"))

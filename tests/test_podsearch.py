@@ -10,6 +10,8 @@ ties are exercised, in two clusters, with past pods beside the live ones.
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -22,17 +24,23 @@ from podindex.podsearch import Entry, Facts, PastPod, PastPods, Search
 from podindex.query import parse
 
 NOW = 10_000.0
-QUERIES = (
-    "",
-    "Namespace:ns-1",
-    "Namespace:ns-",
-    "Pod Label:app=a",
-    "Pod Name:r/-1[0-9]$",
-    "Namespace:ns-2+Pod Label:app=b",
-    "Pod Name:r/^nothing$",
-    "Deleted:true",
-    "Deleted:false",
-)
+Doc = tuple[str, str, dict[str, str], bool]
+"""(namespace, name, labels, deleted): what the queries below read."""
+
+QUERIES: dict[str, Callable[[Doc], bool]] = {
+    "": lambda d: True,
+    "Namespace:ns-1": lambda d: d[0] == "ns-1",
+    "Namespace:ns-": lambda d: True,
+    "Pod Label:app=a": lambda d: d[2].get("app") == "a",
+    "Pod Name:r/-1[0-9]$": lambda d: re.search(r"-1[0-9]$", d[1]) is not None,
+    "Namespace:ns-2+Pod Label:app=b": lambda d: d[0] == "ns-2" and d[2].get("app") == "b",
+    # Negated: no table narrows it, live or past.
+    "Pod Label:!app=a": lambda d: d[2].get("app") != "a",
+    "Pod Label:app=b+Pod Name:r/[0-9]*5$": lambda d: d[2].get("app") == "b" and d[1][-1] == "5",
+    "Pod Name:r/^nothing$": lambda d: False,
+    "Deleted:true": lambda d: d[3],
+    "Deleted:false": lambda d: not d[3],
+}
 
 
 def _pod(n: int, rng: random.Random) -> Pod:
@@ -76,6 +84,7 @@ def search() -> Search:
         index.upsert_pod("c1" if n % 3 else "c2", _pod(n, rng), NOW)
     past = PastPods()
     past.load([_past(n, "c1") for n in range(30)])
+    index.observers.append(past.observe)  # pods deleted from here on join the past
     return Search(index, past, Facts(cluster_name=str, digests={}))
 
 
@@ -99,17 +108,21 @@ def _check_every_page(search: Search) -> None:
 def test_every_page_is_a_slice_of_the_total_order(
     search: Search, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    walks = 0
-    creation_order = Listing.creation_order
+    walks = {"live": 0, "past": 0}
+    creation_order, in_order = Listing.creation_order, PastPods.in_order
 
-    def counted(self: Listing, *, newest_first: bool = False) -> Any:
-        nonlocal walks
-        walks += 1
+    def live_walk(self: Listing, *, newest_first: bool = False) -> Any:
+        walks["live"] += 1
         return creation_order(self, newest_first=newest_first)
 
-    monkeypatch.setattr(Listing, "creation_order", counted)
+    def past_walk(self: PastPods, *, newest_first: bool = False) -> Any:
+        walks["past"] += 1
+        return in_order(self, newest_first=newest_first)
+
+    monkeypatch.setattr(Listing, "creation_order", live_walk)
+    monkeypatch.setattr(PastPods, "in_order", past_walk)
     _check_every_page(search)
-    assert walks > 0, "no page was taken by walking the creation order"
+    assert walks["live"] and walks["past"], f"pages taken by walking the order: {walks}"
 
 
 def test_pages_stay_exact_as_pods_come_and_go(search: Search) -> None:
@@ -120,7 +133,24 @@ def test_pages_stay_exact_as_pods_come_and_go(search: Search) -> None:
         index.delete_pod(record.key[0], record.pod, NOW + 1)
     for n in range(400, 480):
         index.upsert_pod("c2", _pod(n, rng), NOW + 2)
+    assert len(search.past) == 30 + 80
     _check_every_page(search)
+    search.past.prune(NOW)  # the 30 loaded ones died before NOW
+    assert len(search.past) == 80
+    _check_every_page(search)
+
+
+def test_each_query_matches_the_pods_it_names(search: Search) -> None:
+    """Independent of the order: the match sets, from the pods' own fields."""
+    docs: dict[tuple[str, str], Doc] = {
+        r.key: (r.namespace, r.name, r.pod.metadata.labels, False) for r in search.index
+    }
+    docs.update((p.key, (p.namespace, p.name, p.labels, True)) for p in search.past.pods.values())
+    for text, wanted in QUERIES.items():
+        expected = {key for key, doc in docs.items() if wanted(doc)}
+        assert set(_keys(search.ordered(parse(text), NOW))) == expected, text
+        first = search.page(parse(text), NOW, field=None, reversed_=False, offset=0, limit=3)
+        assert set(_keys(first)) <= expected, text
 
 
 def test_a_grant_of_namespaces_limits_the_walk(search: Search) -> None:

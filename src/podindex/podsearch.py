@@ -23,12 +23,13 @@ Pure: no I/O.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Final, TypeVar, cast
 
 import msgspec
+from sortedcontainers import SortedList
 
 from podindex.containers import owner_id, pod_id
 from podindex.index import Index, PodRecord
@@ -61,6 +62,8 @@ class PastPods:
         self.by_namespace: dict[str, set[PodKey]] = {}
         self._labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._order = SortedList()
+        """Every pod's :func:`_past_order`: the default order, so a page is a walk."""
 
     def observe(self, old: PodRecord | None, new: PodRecord | None, now: float) -> None:
         """An index observer: a pod leaving the index joins; one coming back leaves."""
@@ -105,15 +108,22 @@ class PastPods:
     def __len__(self) -> int:
         return len(self.pods)
 
+    def in_order(self, *, newest_first: bool = False) -> Iterator[tuple[object, PodKey]]:
+        """(sort key, key) of every pod in the default order (or its reverse)."""
+        for order in reversed(self._order) if newest_first else self._order:
+            yield order, (order[3], order[2])
+
     def _add(self, pod: PastPod) -> None:
         if pod.key in self.pods:
             self._discard(pod.key)
         pod.containers = self._names.setdefault(pod.containers, pod.containers)
         self.pods[pod.key] = pod
         self.by_namespace.setdefault(pod.namespace, set()).add(pod.key)
+        self._order.add(_past_order(pod))
 
     def _discard(self, key: PodKey) -> None:
         pod = self.pods.pop(key)
+        self._order.remove(_past_order(pod))
         keys = self.by_namespace.get(pod.namespace)
         if keys is not None:
             keys.discard(key)
@@ -264,7 +274,9 @@ class Search:
             candidates = pods.values() if keys is None else [pods[k] for k in keys]
             records = cast(Iterable[PodRecord], self._checked(candidates, rest, now))
         if past:
-            old, rest = self._past_candidates(query, now, namespaces)
+            keys, rest = self._past_candidates(query, now, namespaces)
+            pods_of = self.past.pods
+            old = pods_of.values() if keys is None else [pods_of[k] for k in keys]
             gone = cast(Iterable[PastPod], self._checked(old, rest, now))
         return records, gone
 
@@ -280,10 +292,14 @@ class Search:
         if not pairs:
             return None
         facts = self.facts
-        rest = Query(tuple(pairs))
+        by_labels = Query(tuple(p for p in pairs if p.field == "pod label"))
+        rest = Query(tuple(p for p in pairs if p.field != "pod label"))
+        label_verdict = _label_verdicts(by_labels, now)
 
         def accept(entry: Entry) -> bool:
-            return rest.matches(lambda field: EXTRACT[field](entry, facts), now)
+            return (not by_labels.pairs or label_verdict(_labels(entry))) and rest.matches(
+                lambda field: EXTRACT[field](entry, facts), now
+            )
 
         return accept
 
@@ -302,9 +318,13 @@ class Search:
         wanted = offset + limit
         found: Iterable[Entry]
         if field is None:
-            first_live = self._first_live(query, now, namespaces, wanted, reversed_)
-            _, past = self._matching(query, now, namespaces, live=False)
-            first_past = _pick(wanted, past, _past_order, reversed_)
+            with_live, with_past = _deleted_scope(query, now)
+            first_live = (
+                self._first_live(query, now, namespaces, wanted, reversed_) if with_live else []
+            )
+            first_past = (
+                self._first_past(query, now, namespaces, wanted, reversed_) if with_past else []
+            )
             found = heapq.merge(first_live, first_past, key=sort_key_default, reverse=reversed_)
         else:
             facts = self.facts
@@ -320,37 +340,71 @@ class Search:
     def _first_live(
         self, query: Query, now: float, namespaces: Set[str] | None, n: int, newest_first: bool
     ) -> list[PodRecord]:
-        """The first ``n`` live matches in the default order.
-
-        Ranking every candidate costs their number; walking the pods in
-        creation order until ``n`` match meets a candidate about every
-        ``len(pods) / len(candidates)`` pods. The cheaper one is taken, so
-        the first page of every pod (or of most of them) is a short walk,
-        not a sort of 100k.
-        """
-        live, _ = _deleted_scope(query, now)
-        if not live or n <= 0:
-            return []
+        """The first ``n`` live matches in the default order (see :meth:`_first`)."""
         keys, rest = self._live_candidates(query, now, namespaces)
-        pods = self.index.pods
+        index = self.index
+
+        def walk() -> Iterable[tuple[object, PodKey]]:
+            # Pods of one creation second come in any order: the n-th match's is taken whole.
+            return index.listing.creation_order(newest_first=newest_first)
+
+        return self._first(n, index.pods, keys, rest, now, _live_order, walk, newest_first)
+
+    def _first_past(
+        self, query: Query, now: float, namespaces: Set[str] | None, n: int, newest_first: bool
+    ) -> list[PastPod]:
+        """The first ``n`` past matches in the default order (see :meth:`_first`)."""
+        keys, rest = self._past_candidates(query, now, namespaces)
+        past = self.past
+
+        def walk() -> Iterable[tuple[object, PodKey]]:
+            return past.in_order(newest_first=newest_first)
+
+        return self._first(n, past.pods, keys, rest, now, _past_order, walk, newest_first)
+
+    def _first(
+        self,
+        n: int,
+        pods: Mapping[PodKey, _E],
+        keys: Set[PodKey] | None,
+        rest: Sequence[Pair],
+        now: float,
+        order: Callable[[_E], SortKey],
+        walk: Callable[[], Iterable[tuple[object, PodKey]]],
+        newest_first: bool,
+    ) -> list[_E]:
+        """The first ``n`` of ``pods`` (``keys`` of them, None: all) matching ``rest``.
+
+        Ranking every candidate costs their number; walking the pods in order
+        until ``n`` match meets a candidate about every ``len(pods) /
+        len(candidates)`` pods. The cheaper one is taken, so the first page
+        of every pod (or of most of them) is a short walk, not a sort of
+        100k. ``walk`` yields (group, key) in order; pods within a group are
+        in no particular order, so the n-th match's group is taken whole and
+        ranked by ``order``.
+        """
+        if n <= 0:
+            return []
         size = len(pods) if keys is None else len(keys)
         if size * size <= n * len(pods):
-            candidates = pods.values() if keys is None else [pods[k] for k in keys]
-            matches = cast(Iterable[PodRecord], self._checked(candidates, rest, now))
-            return _pick(n, matches, _live_order, newest_first)
+            candidates = cast(
+                Iterable[Entry], pods.values() if keys is None else [pods[k] for k in keys]
+            )
+            matches = cast(Iterable[_E], self._checked(candidates, rest, now))
+            return _pick(n, matches, order, newest_first)
         accept = self._acceptor(rest, now)
-        found: list[PodRecord] = []
-        last: str | None = None  # the creation second of the n-th match
-        for created, key in self.index.listing.creation_order(newest_first=newest_first):
-            if last is not None and created != last:
-                break  # pods of one second come in any order: that second is taken whole
-            record = pods.get(key) if keys is None or key in keys else None
-            if record is None or (accept is not None and not accept(record)):
+        found: list[_E] = []
+        last: object = None  # the n-th match's group
+        for group, key in walk():
+            if len(found) >= n and group != last:
+                break
+            entry = pods.get(key) if keys is None or key in keys else None
+            if entry is None or (accept is not None and not accept(cast(Entry, entry))):
                 continue
-            found.append(record)
+            found.append(entry)
             if len(found) == n:
-                last = created
-        return _pick(n, found, _live_order, newest_first)
+                last = group
+        return _pick(n, found, order, newest_first)
 
     def ordered(self, query: Query, now: float, namespaces: Set[str] | None = None) -> list[Entry]:
         """Every match in the default order (for export)."""
@@ -389,7 +443,8 @@ class Search:
 
     def _past_candidates(
         self, query: Query, now: float, namespaces: Set[str] | None
-    ) -> tuple[Iterable[PastPod], list[Pair]]:
+    ) -> tuple[Set[PodKey] | None, list[Pair]]:
+        """As :meth:`_live_candidates`, for the pods of history (namespaces narrow them)."""
         past = self.past
         sets: list[Set[PodKey]] = []
         rest: list[Pair] = []
@@ -401,8 +456,46 @@ class Search:
             elif pair.field != "deleted":
                 rest.append(pair)
         if not sets:
-            return past.pods.values(), rest
-        return _in_all(sets, past.pods), rest
+            return None, rest
+        return _keys_in_all(sets), rest
+
+
+def _label_verdicts(query: Query, now: float) -> Callable[[dict[str, str]], bool]:
+    """Whether a pod's labels match ``query`` (``Pod Label`` pairs), each answer
+    remembered: search asks it of thousands of pods with few distinct labels.
+
+    When every term names the key it needs, only those keys' values decide,
+    and the answer is kept per those values (pods of one Deployment share
+    them). Otherwise it is kept per label map: a ReplicaSet's pods share
+    one, held beside the answer so that its id cannot be reused meanwhile.
+    """
+    keys = sorted({t.label_key or "" for p in query.pairs for t in p.terms})
+    if "" not in keys:
+        by_values: dict[tuple[str | None, ...], bool] = {}
+
+        def keyed(labels: dict[str, str]) -> bool:
+            values = tuple(labels.get(k) for k in keys)
+            verdict = by_values.get(values)
+            if verdict is None:
+                pairs = tuple(
+                    f"{k}={v}" for k, v in zip(keys, values, strict=True) if v is not None
+                )
+                verdict = by_values[values] = query.matches(lambda field: pairs, now)
+            return verdict
+
+        return keyed
+    by_map: dict[int, tuple[dict[str, str], bool]] = {}
+
+    def per_map(labels: dict[str, str]) -> bool:
+        known = by_map.get(id(labels))
+        if known is not None and known[0] is labels:
+            return known[1]
+        pairs = tuple(f"{k}={v}" for k, v in labels.items())
+        verdict = query.matches(lambda field: pairs, now)
+        by_map[id(labels)] = (labels, verdict)
+        return verdict
+
+    return per_map
 
 
 def _keys_in_all(sets: list[Set[PodKey]]) -> Set[PodKey]:
@@ -411,11 +504,6 @@ def _keys_in_all(sets: list[Set[PodKey]]) -> Set[PodKey]:
         return sets[0]
     smallest = min(sets, key=len)
     return {k for k in smallest if all(k in s for s in sets if s is not smallest)}
-
-
-def _in_all(sets: list[Set[PodKey]], pods: Mapping[PodKey, _E]) -> list[_E]:
-    """The pods whose keys are in every set."""
-    return [pods[k] for k in _keys_in_all(sets)]
 
 
 def _narrowed(pair: Pair, table: Mapping[str, Set[PodKey]], now: float) -> Set[PodKey]:
