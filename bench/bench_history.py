@@ -216,6 +216,7 @@ async def offered_run(
     is committed by the end of the second: ``end[k] - start[k-1]`` bounds the
     lag of every change flush ``k`` wrote.
     """
+    from podindex import heap
     from podindex.history import HistoryWriter
 
     spans: list[tuple[float, float, int]] = []  # each flush: start, end, rows written
@@ -226,12 +227,26 @@ async def offered_run(
             await super().flush()
             spans.append((start, time.monotonic(), self.stats.written - before))
 
+    stalls: list[float] = []  # how late a 1 ms sleep woke: the loop was held that long
+
+    async def watch_loop() -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stalls.append(time.perf_counter() - start - 0.001)
+
     async with synced(backend, pods_raw, workdir, "offered", writer_type=TimedWriter) as synced_:
         pods, _, index, writer = synced_
         await writer.flush()  # the first sync's pods, before the clock starts
         changes = churn(pods, int(rate * seconds))
+        # The service's heap upkeep (its first freeze also takes the changes, which
+        # stand for watch events: a moment's life in the service, 100k+ pods made
+        # up front here, whose walks by full collections held the loop ~400 ms).
+        freezing = asyncio.create_task(heap.keep_frozen(lambda: True, lambda: len(index)))
+        await asyncio.sleep(0)
         spans.clear()
         looping = asyncio.create_task(writer.run())
+        watching = asyncio.create_task(watch_loop())
         applied = 0
         began = time.monotonic()
         tick = max(1, rate // 100)  # at most 10 ms of offered changes between two yields,
@@ -246,8 +261,13 @@ async def offered_run(
         await writer.commit()
         drained = time.monotonic() - began
         looping.cancel()
+        watching.cancel()
+        freezing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await looping
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        stalls.sort()
         lags = [end - spans[k - 1][0] for k, (_, end, n) in enumerate(spans) if k and n]
         return {
             "offered_per_s": len(changes) / produced,
@@ -257,6 +277,8 @@ async def offered_run(
             "lag_max_s": max(lags),
             "lag_median_s": median(lags),
             "drain_after_s": drained - produced,
+            "loop_stall_p99_ms": stalls[int(len(stalls) * 0.99)] * 1000,
+            "loop_stall_max_ms": stalls[-1] * 1000,
         }
 
 
@@ -396,7 +418,9 @@ async def main_async(args: argparse.Namespace) -> int:
             note(
                 f"{backend} at {offered['offered_per_s']:,.0f} changes/s offered: "
                 f"{offered['rows_per_s']:,.0f} rows/s written, lag max {offered['lag_max_s']:.2f}s "
-                f"(median {offered['lag_median_s']:.2f}s), drained {offered['drain_after_s']:.2f}s after"
+                f"(median {offered['lag_median_s']:.2f}s), drained {offered['drain_after_s']:.2f}s after; "
+                f"event loop held p99 {offered['loop_stall_p99_ms']:.1f} ms, "
+                f"max {offered['loop_stall_max_ms']:.1f} ms"
             )
             result["offered"] = offered
             rows += [
@@ -408,6 +432,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 ),
                 (f"{backend}: history lag, max s", offered["lag_max_s"]),
                 (f"{backend}: history lag, median s", offered["lag_median_s"]),
+                (f"{backend}: event loop held, p99 ms", offered["loop_stall_p99_ms"]),
+                (f"{backend}: event loop held, max ms", offered["loop_stall_max_ms"]),
                 (f"{backend}: drained after the last change, s", offered["drain_after_s"]),
             ]
         if args.only not in ("writes", "offered"):

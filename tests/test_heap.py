@@ -69,3 +69,22 @@ async def test_keep_frozen_waits_for_the_first_sync_and_enough_pods() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         task.cancel()
+
+
+async def test_what_a_full_collection_leaves_alive_is_frozen_within_a_check() -> None:
+    gc.unfreeze()
+    gc.disable()  # no full collection but the test's own
+    task = asyncio.create_task(heap.keep_frozen(lambda: True, lambda: heap.MIN_PODS, check=0.05))
+    try:
+        await asyncio.sleep(0.1)
+        first = gc.get_freeze_count()
+        assert first > 0
+        kept = [Node() for _ in range(5000)]  # made after the freeze: collections walk them
+        await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() < first + len(kept), "no full collection yet: not frozen"
+        gc.collect()  # a full collection: what it leaves alive is frozen at the next check
+        await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() >= first + len(kept)
+    finally:
+        gc.enable()
+        task.cancel()

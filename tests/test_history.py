@@ -6,13 +6,21 @@ fail (:class:`Outage`): everything else about it is real.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
 import pytest
 
-from podindex.history import HistoryWriter, holder_at, parse_instant
+from podindex.history import (
+    ROWS_A_TURN,
+    TAKE_INTERVAL,
+    HistoryWriter,
+    LeaseBook,
+    holder_at,
+    parse_instant,
+)
 from podindex.index import Index
 from podindex.model import Pod
 from podindex.store.base import Lease, PodWrite, Store, StoredPod, StoreError, StoreRejected
@@ -99,6 +107,68 @@ async def test_changes_to_one_pod_coalesce_into_one_row_write(store: Store) -> N
     assert (row.node, row.last_seen, row.resource_version) == ("n5", 1005.0, "5")
     await writer.flush()
     assert outage.writes == 1, "nothing pending, nothing written"
+
+
+async def test_a_large_flush_lets_the_event_loop_run_while_it_builds_rows(store: Store) -> None:
+    """Lookups share the event loop: building 1,000 rows must not hold it throughout."""
+    index = Index()
+    writer = HistoryWriter(store, index)
+    for n in range(1000):
+        index.upsert_pod(C, pod(n), 1000.0)
+    events: list[str] = []
+    write_of = writer._write_of
+
+    def recorded(*args: Any) -> PodWrite:
+        events.append("row")
+        return write_of(*args)
+
+    writer._write_of = recorded  # type: ignore[method-assign]
+
+    async def ticker() -> None:
+        while True:
+            events.append("tick")
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await writer.flush()
+    ticking.cancel()
+    rows = [i for i, e in enumerate(events) if e == "row"]
+    ticks = [i for i, e in enumerate(events) if e == "tick" and rows[0] < i < rows[-1]]
+    assert len(rows) == 1000
+    assert len(ticks) >= 1000 // ROWS_A_TURN - 1 > 0, "the loop ran between turns of rows"
+    assert len(await live_uids(store)) == 1000
+
+
+async def test_changes_are_taken_while_a_slow_flush_is_under_way(store: Store) -> None:
+    """Behind a slow store, changes still move to pending (and the lease book) in
+    small steps, not all at once when the next flush starts."""
+    gate = asyncio.Event()
+
+    class Slow(Outage):
+        async def write(self, batch: Sequence[PodWrite]) -> None:
+            await gate.wait()
+            await super().write(batch)
+
+    index = Index()
+    writer = HistoryWriter(Slow(store), index, flush_interval=0.01)  # type: ignore[arg-type]
+    running = asyncio.create_task(writer.run())
+    try:
+        index.upsert_pod(C, pod(1), 1000.0)
+        await asyncio.sleep(0.1)  # its flush now waits on the store
+        assert not writer.pending
+        index.upsert_pod(C, pod(2), 1001.0)
+        await asyncio.sleep(TAKE_INTERVAL * 4)
+        assert index.changes == []
+        assert (C, "uid-2") in writer.pending
+        assert [lease.uid for lease in writer.leases.by_ip["10.0.0.3"]] == ["uid-2"]
+        gate.set()
+        await asyncio.wait_for(writer.commit(), 10)
+        assert await live_uids(store) == {"uid-1", "uid-2"}
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
 
 
 async def test_an_outage_keeps_changes_pending_and_writes_them_when_the_store_is_back(
@@ -224,8 +294,8 @@ async def test_watched_pods_of_clusters_no_longer_configured_are_not_loaded(stor
     assert [r.key for r in restarted] == [(C, "uid-2")]
 
 
-def lease(start: float, end: float | None, uid: str) -> Lease:
-    return Lease(C, "10.0.0.1", uid, start, end, "ns", uid, "n1", "", "", "")
+def lease(start: float, end: float | None, uid: str, ip: str = "10.0.0.1") -> Lease:
+    return Lease(C, ip, uid, start, end, "ns", uid, "n1", "", "", "")
 
 
 @pytest.mark.parametrize(
@@ -325,3 +395,18 @@ async def test_the_lease_book_follows_the_index_and_matches_the_store(store: Sto
     assert sorted((x.uid, x.held_from, x.held_to) for x in reloaded.leases.by_ip[ip]) == stored
     assert reloaded.leases.prune(1150.0) == 1
     assert [x.uid for x in reloaded.leases.by_ip[ip]] == ["uid-2"]
+
+
+def test_the_lease_book_prunes_in_steps_between_which_it_can_change() -> None:
+    book = LeaseBook()
+    book.load(
+        lease(100.0, 200.0 if n % 2 else None, f"u{n}", ip=f"10.1.{n // 250}.{n % 250}")
+        for n in range(5000)
+    )
+    steps = book.pruning(300.0, step=1000)
+    assert next(steps) == 500  # the first 1,000 IPs: half their leases ended
+    book.load([lease(250.0, 260.0, "late", ip="10.9.9.9")])  # between two steps
+    assert sum(steps) == 2000  # the rest; the one added meanwhile waits for the next prune
+    assert sum(map(len, book.by_ip.values())) == 2500 + 1
+    assert book.prune(300.0) == 1
+    assert all(x.held_to is None for leases in book.by_ip.values() for x in leases)

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -50,6 +50,12 @@ from podindex.store.base import (
 
 log = logging.getLogger("podindex.history")
 _K = TypeVar("_K")
+
+ROWS_A_TURN = 200
+"""Rows built before the writer lets the event loop run (~5 ms of it): a chunk of
+5,000 built at once held lookups up for ~100 ms."""
+TAKE_INTERVAL = 0.05
+"""How often the index's changes move to pending while a flush is under way."""
 
 _encode_pod = msgspec.json.Encoder().encode
 _encode_ips = msgspec.json.Encoder().encode
@@ -250,24 +256,44 @@ class LeaseBook:
 
     def prune(self, ended_before: float) -> int:
         """Forget leases that ended before ``ended_before``; returns how many."""
-        before = sum(map(len, self.by_ip.values()))
-        _keep_recent(self.by_ip, ended_before)
-        _keep_recent(self._of_pod, ended_before)
-        return before - sum(map(len, self.by_ip.values()))
+        return sum(self.pruning(ended_before))
+
+    def pruning(self, ended_before: float, step: int = 2000) -> Iterator[int]:
+        """:meth:`prune`, ``step`` IPs (then pods) at a time, yielding how many leases
+        each step forgot: the caller lets lookups run between steps (all 100k
+        IPs at once held the event loop ~260 ms)."""
+        yield from _pruning(self.by_ip, ended_before, step)
+        for _ in _pruning(self._of_pod, ended_before, step):
+            yield 0  # the same leases, counted by IP
 
     def _add(self, lease: Lease) -> None:
         self.by_ip.setdefault(lease.ip, []).append(lease)
         self._of_pod.setdefault((lease.cluster, lease.uid), []).append(lease)
 
 
-def _keep_recent(table: dict[_K, list[Lease]], ended_before: float) -> None:
-    """Drop from ``table`` the leases that ended before ``ended_before`` (and emptied keys)."""
-    for key, leases in list(table.items()):
+def _pruning(table: dict[_K, list[Lease]], ended_before: float, step: int) -> Iterator[int]:
+    keys = list(table)
+    for start in range(0, len(keys), step):
+        yield _keep_recent(table, ended_before, keys[start : start + step])
+
+
+def _keep_recent(table: dict[_K, list[Lease]], ended_before: float, keys: Iterable[_K]) -> int:
+    """Drop from ``table``, under ``keys``, the leases that ended before ``ended_before``
+    (and emptied keys); returns how many."""
+    dropped = 0
+    for key in keys:
+        leases = table.get(key)
+        if leases is None or not any(
+            x.held_to is not None and x.held_to < ended_before for x in leases
+        ):
+            continue
         kept = [x for x in leases if x.held_to is None or x.held_to >= ended_before]
+        dropped += len(leases) - len(kept)
         if kept:
             table[key] = kept
         else:
             del table[key]
+    return dropped
 
 
 def _lease(record: PodRecord, ip: str, start: float) -> Lease:
@@ -397,7 +423,16 @@ class HistoryWriter:
         """Write batches until cancelled; prune old history every ``prune_interval``."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._write_loop(), name="history writer")
+            group.create_task(self._take_loop(), name="history changes")
             group.create_task(self._prune_loop(), name="history retention")
+
+    async def _take_loop(self) -> None:
+        """Take the index's changes every 50 ms, not only as a flush starts: behind
+        a slow store, a flush would find seconds of changes to take at once,
+        all while holding the event loop."""
+        while True:
+            await asyncio.sleep(TAKE_INTERVAL)
+            self.take()
 
     async def _write_loop(self) -> None:
         backoff = 0.0
@@ -461,9 +496,11 @@ class HistoryWriter:
         in_flight: deque[asyncio.Future[None]] = deque()
         try:
             for start in range(0, len(changes), self.batch_size):
-                chunk = [
-                    self._write_of(c, now, texts) for c in changes[start : start + self.batch_size]
-                ]
+                chunk: list[PodWrite] = []
+                for at in range(start, min(start + self.batch_size, len(changes)), ROWS_A_TURN):
+                    if at:
+                        await asyncio.sleep(0)
+                    chunk += [self._write_of(c, now, texts) for c in changes[at : at + ROWS_A_TURN]]
                 if len(in_flight) == 2:
                     await in_flight.popleft()
                 in_flight.append(asyncio.ensure_future(self.store.write(chunk)))
@@ -618,7 +655,8 @@ class HistoryWriter:
     async def _prune_loop(self) -> None:
         while True:
             cutoff = self.clock() - self.retention
-            self.leases.prune(cutoff)
+            for _ in self.leases.pruning(cutoff):
+                await asyncio.sleep(0)
             try:
                 pruned = await self.store.prune(cutoff)
             except StoreError as exc:
