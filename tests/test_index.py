@@ -33,6 +33,7 @@ from podindex.model import (
     StateWaiting,
 )
 from podindex.selectors import parse_selector
+from podindex.sharing import PRUNE_SLICE
 from tests.recordings import RECORDINGS
 
 C1 = "prod"
@@ -960,6 +961,31 @@ def test_shared_values_are_forgotten_when_no_pod_uses_them() -> None:
     assert kept.pod.metadata.labels is survivor.pod.metadata.labels
     assert kept.workload is survivor.workload
     assert kept.pod.metadata.ownerReferences is survivor.pod.metadata.ownerReferences
+
+
+def test_shared_values_are_pruned_a_slice_at_a_time_as_pods_change() -> None:
+    """A due prune looks at PRUNE_SLICE cache keys a change, never all at once."""
+    index = Index(grace_seconds=0.0)
+    pods = [
+        new_pod(f"p{i}", f"u{i}", labels={"n": f"v-{i}"}, ips=[f"10.9.{i // 250}.{i % 250}"])
+        for i in range(5000)
+    ]
+    for pod in pods:
+        index.upsert_pod("c1", pod, T0)
+    for pod in pods[1:]:
+        index.delete_pod("c1", pod, T0)
+    index.expire(T0 + 1)
+    sharing = index.sharing
+    sharing._prune_at = 0  # due now
+    before = len(sharing)
+    sharing.prune_if_due()
+    assert before - PRUNE_SLICE <= len(sharing) < before, "one slice, not everything"
+    for _ in range(before // PRUNE_SLICE + 1):
+        sharing.prune_if_due()
+    assert len(sharing) < 10
+    kept = index.get("c1", "u0")
+    assert kept is not None and kept.pod.metadata.labels == {"n": "v-0"}
+    assert sharing._map({"n": "v-0"}) is kept.pod.metadata.labels, "what a pod uses stays shared"
 
 
 def test_pods_of_one_replicaset_share_their_values() -> None:
