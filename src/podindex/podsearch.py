@@ -260,12 +260,11 @@ class Search:
     facts: Facts
 
     def _matching(
-        self, query: Query, now: float, namespaces: Set[str] | None, *, live: bool = True
+        self, query: Query, now: float, namespaces: Set[str] | None
     ) -> tuple[Iterable[PodRecord], Iterable[PastPod]]:
-        """The live pods (unless not ``live``) and the past pods ``query`` matches,
-        apart (each has its own cheapest sort key)."""
-        in_scope, past = _deleted_scope(query, now)
-        live = live and in_scope
+        """The live pods and the past pods ``query`` matches, apart (each has its own
+        cheapest sort key)."""
+        live, past = _deleted_scope(query, now)
         records: Iterable[PodRecord] = ()
         gone: Iterable[PastPod] = ()
         if live:
