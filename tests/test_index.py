@@ -16,6 +16,7 @@ import pytest
 
 from podindex.addresses import normalise_ip
 from podindex.index import Index
+from podindex.listing import Listing
 from podindex.model import (
     ContainerState,
     ContainerStatus,
@@ -1071,3 +1072,55 @@ def test_kubectl_columns_follow_status_only_events_without_a_history_change() ->
     assert (display.status, display.restarts, display.ready) == ("CrashLoopBackOff", 4, "0/1")
     assert display.last_restart == "2026-11-23T12:00:00Z"
     assert len(index.changes) == 1, "no history write for a readiness change"
+
+
+def test_the_listing_follows_status_only_events_as_a_fresh_one_would() -> None:
+    """A status-only event keeps the pod's row in place; only its STATUS moves."""
+    index = Index()
+    pod = web1()
+    other = changed(pod, uid="uid-other", name="web-2", rv=5)
+    index.upsert_pod("c1", pod, T0)
+    index.upsert_pod("c1", other, T0)
+    listing = index.listing  # built now: kept up to date from here on
+
+    def crashed(base: Pod, rv: int, restarts: int) -> Pod:
+        bumped = changed(base, rv=rv)
+        bumped.status.containerStatuses = (
+            ContainerStatus(
+                name="web",
+                ready=False,
+                restartCount=restarts,
+                state=ContainerState(waiting=StateWaiting(reason="CrashLoopBackOff")),
+            ),
+        )
+        return bumped
+
+    def fresh() -> Listing:
+        rebuilt = Listing()
+        for record in index:
+            rebuilt.put(record.key, record.pod, record.ips)
+        return rebuilt
+
+    rv = int(pod.metadata.resourceVersion)
+    steps = [
+        crashed(pod, rv + 1, 1),  # STATUS moves, the row stays
+        crashed(pod, rv + 2, 2),  # nothing the listing shows moves
+        changed(pod, rv=rv + 3, labels={"app": "web", "v": "2"}),  # back to Running
+        changed(pod, rv=rv + 4, node="node-9"),  # the row's search text changes
+    ]
+    seen = set()
+    for step in steps:
+        assert index.upsert_pod("c1", step, T0 + 1)
+        seen.add(tuple(sorted(listing.statuses("c1").items())))
+        again = fresh()
+        assert listing.statuses("c1") == again.statuses("c1")
+        for status in (None, "Running", "CrashLoopBackOff"):
+            assert listing.query("c1", status=status, stop=10) == again.query(
+                "c1", status=status, stop=10
+            )
+        assert listing.query("c1", search="node-9", stop=10) == again.query(
+            "c1", search="node-9", stop=10
+        )
+    assert (("CrashLoopBackOff", 1), ("Running", 1)) in seen
+    assert listing.statuses("c1") == {"Running": 2}
+    assert listing.query("c1", search="node-9", stop=10) == (1, [("c1", pod.metadata.uid)])
