@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
@@ -74,7 +75,9 @@ async def test_keep_frozen_waits_for_the_first_sync_and_enough_pods() -> None:
 async def test_what_a_full_collection_leaves_alive_is_frozen_within_a_check() -> None:
     gc.unfreeze()
     gc.disable()  # no full collection but the test's own
-    task = asyncio.create_task(heap.keep_frozen(lambda: True, lambda: heap.MIN_PODS, check=0.05))
+    task = asyncio.create_task(
+        heap.keep_frozen(lambda: True, lambda: heap.MIN_PODS, check=0.05, slow=0.0)
+    )
     try:
         await asyncio.sleep(0.1)
         first = gc.get_freeze_count()
@@ -88,3 +91,26 @@ async def test_what_a_full_collection_leaves_alive_is_frozen_within_a_check() ->
     finally:
         gc.enable()
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert not any(isinstance(c, heap.FullCollections) for c in gc.callbacks)
+
+
+async def test_a_quick_full_collection_freezes_nothing() -> None:
+    gc.unfreeze()
+    gc.disable()
+    task = asyncio.create_task(
+        heap.keep_frozen(lambda: True, lambda: heap.MIN_PODS, check=0.05, slow=60.0)
+    )
+    try:
+        await asyncio.sleep(0.1)
+        first = gc.get_freeze_count()
+        kept = [Node() for _ in range(5000)]
+        gc.collect()  # far quicker than 60 s: no reason to freeze what churned
+        await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() < first + len(kept)
+    finally:
+        gc.enable()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
