@@ -111,7 +111,7 @@ class PastPods:
     def in_order(self, *, newest_first: bool = False) -> Iterator[tuple[object, PodKey]]:
         """(sort key, key) of every pod in the default order (or its reverse)."""
         for order in reversed(self._order) if newest_first else self._order:
-            yield order, (order[3], order[2])
+            yield order, (order[3], order[2])  # _past_order ends (uid, cluster)
 
     def _add(self, pod: PastPod) -> None:
         if pod.key in self.pods:
